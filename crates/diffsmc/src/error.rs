@@ -66,7 +66,11 @@ pub type Result<T, E = SmcError> = std::result::Result<T, E>;
 
 impl SmcError {
     /// Shorthand for [`SmcError::InvalidParameter`].
-    pub fn invalid(name: &'static str, value: impl std::fmt::Display, expected: &'static str) -> Self {
+    pub fn invalid(
+        name: &'static str,
+        value: impl std::fmt::Display,
+        expected: &'static str,
+    ) -> Self {
         SmcError::InvalidParameter {
             name,
             value: value.to_string(),

@@ -1,6 +1,58 @@
-//! diffsmc: differentiable sequential Monte Carlo.
+//! # diffsmc: differentiable sequential Monte Carlo
+//!
+//! A particle-filtering engine in which every model is differentiable in its parameters end
+//! to end. Models are written once, generic over a [`Scalar`], and run on `f64` for filtering
+//! and on `num-dual` dual numbers for gradients.
+//!
+//! - [`model`]: [`FeynmanKac`] models, [`StateSpaceModel`]s and the [`Bootstrap`] adapter.
+//! - [`smc`]: the [`Smc`] driver with [`Trigger`]s and per-step records.
+//! - [`resample`]: the [`Resampler`] trait and the resamplers.
+
+//! - [`rng`]: counter-based random streams (a seed fixes every result, whatever the threads).
+//!
+//! ```
+//! use diffsmc::prelude::*;
+//! # struct M;
+//! # impl<S: Scalar> StateSpaceModel<S> for M {
+//! #     fn state_dim(&self) -> usize { 1 }
+//! #     fn n_observations(&self) -> usize { 3 }
+//! #     fn sample_initial(&self, rng: &mut StreamRng, x: &mut [S]) { x[0] = S::cst(standard_normal(rng)); }
+//! #     fn sample_transition(&self, _t: usize, xp: &[S], rng: &mut StreamRng, x: &mut [S]) { x[0] = xp[0] * 0.5 + standard_normal(rng); }
+//! #     fn observation_log_density(&self, _t: usize, x: &[S]) -> S { x[0] * x[0] * -0.5 }
+//! # }
+//! let out: SmcOutput<f64> = Smc::new(SmcConfig::new(100)?).run(&Bootstrap(M), &Systematic, 7)?;
+//! println!("log-likelihood {}", out.log_likelihood);
+//! # Ok::<(), diffsmc::SmcError>(())
+//! ```
+
 pub mod error;
 pub mod model;
 pub mod particles;
+pub mod resample;
 pub mod rng;
 pub mod scalar;
+pub mod smc;
+
+pub use error::{Result, SmcError};
+pub use model::{Bootstrap, FeynmanKac, StateSpaceModel};
+pub use particles::{
+    Particles, ess, normalise_log_weights, weighted_mean, weighted_mean_cov, weights_f64,
+};
+pub use resample::{ResampleInfo, Resampler, ResamplerSpec};
+pub use scalar::{Scalar, log_sum_exp};
+pub use smc::{Smc, SmcConfig, SmcOutput, Trigger};
+
+/// Everything a model author needs in one import.
+pub mod prelude {
+    pub use crate::error::{Result, SmcError};
+    pub use crate::model::{Bootstrap, FeynmanKac, StateSpaceModel};
+    pub use crate::particles::Particles;
+    pub use crate::resample::{
+        Killing, Multinomial, ResampleInfo, Resampler, ResamplerSpec, Residual, Ssp, StopGradient,
+        Stratified, Systematic,
+    };
+    pub use crate::rng::{StreamKey, StreamRng, standard_normal};
+    pub use crate::scalar::{Scalar, log_sum_exp};
+    pub use crate::smc::{Smc, SmcConfig, SmcOutput, Trigger};
+    pub use num_dual::DualStruct;
+}

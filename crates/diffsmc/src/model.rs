@@ -36,7 +36,7 @@ use crate::scalar::Scalar;
 ///
 /// let model = Ar1 { ys: vec![0.1, -0.3, 0.5] };
 /// let config = SmcConfig::new(64).unwrap();
-/// let out = Smc::new(config).run(&model, &Systematic, 1).unwrap();
+/// let out: SmcOutput<f64> = Smc::new(config).run(&model, &Systematic, 1).unwrap();
 /// assert!(out.log_likelihood.is_finite());
 /// ```
 pub trait FeynmanKac<S: Scalar>: Sync {

@@ -119,7 +119,10 @@ pub fn normalise_log_weights<S: Scalar>(log_w: &mut [S], step: usize) -> Result<
 /// ```
 pub fn ess<S: Scalar>(log_w: &[S]) -> f64 {
     // Recompute from the values with a max shift so that slightly unnormalised input is fine.
-    let m = log_w.iter().map(|w| w.re()).fold(f64::NEG_INFINITY, f64::max);
+    let m = log_w
+        .iter()
+        .map(|w| w.re())
+        .fold(f64::NEG_INFINITY, f64::max);
     if m == f64::NEG_INFINITY {
         return 0.0;
     }
@@ -134,7 +137,10 @@ pub fn ess<S: Scalar>(log_w: &[S]) -> f64 {
 
 /// Normalised weights `exp(log_w)` as `f64` values (value part).
 pub fn weights_f64<S: Scalar>(log_w: &[S]) -> Vec<f64> {
-    let m = log_w.iter().map(|w| w.re()).fold(f64::NEG_INFINITY, f64::max);
+    let m = log_w
+        .iter()
+        .map(|w| w.re())
+        .fold(f64::NEG_INFINITY, f64::max);
     let mut w: Vec<f64> = log_w.iter().map(|x| (x.re() - m).exp()).collect();
     let s: f64 = w.iter().sum();
     for v in &mut w {

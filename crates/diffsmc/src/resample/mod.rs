@@ -1,0 +1,91 @@
+//! Resampling: one trait, many resamplers.
+//!
+//! Every resampler maps weighted particles `(X_i, log w_i)` (log-weights normalised) to new
+//! particles and new normalised log-weights, drawing its randomness from a counter-based
+//! [`StreamKey`], and reports what it did in a [`ResampleInfo`].
+//!
+//! Index resamplers ([`Multinomial`], [`Systematic`], [`Stratified`], [`Residual`], [`Ssp`],
+//! [`Killing`]) copy particles by ancestor index: no derivative flows through the choice.
+//! [`StopGradient`] copies by multinomial indices but gives each copy the log-weight
+//! `log w_I − stopgrad(log w_I) − log N`, whose value is uniform and whose derivative is that
+//! of `log w_I` (Ścibior & Wood 2021).
+
+mod index;
+mod spec;
+
+pub use index::{
+    IndexResampler, Killing, Multinomial, Residual, Ssp, StopGradient, Stratified, Systematic,
+    sorted_uniforms,
+};
+pub use spec::ResamplerSpec;
+
+use crate::error::Result;
+use crate::particles::Particles;
+use crate::rng::StreamKey;
+use crate::scalar::Scalar;
+
+/// What a resampling step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ResampleInfo {
+    /// Whether the particles were actually resampled.
+    pub resampled: bool,
+    /// Whether an iterative resampler (e.g. Sinkhorn) converged; `true` for the others.
+    pub converged: bool,
+    /// Iterations used by an iterative resampler; 0 for the others.
+    pub iterations: usize,
+}
+
+impl ResampleInfo {
+    /// A completed, non-iterative resampling.
+    pub const RESAMPLED: ResampleInfo = ResampleInfo {
+        resampled: true,
+        converged: true,
+        iterations: 0,
+    };
+
+    /// An iterative resampling with its convergence status.
+    pub fn iterative(converged: bool, iterations: usize) -> Self {
+        ResampleInfo {
+            resampled: true,
+            converged,
+            iterations,
+        }
+    }
+}
+
+/// A resampling scheme, generic over the scalar.
+///
+/// `log_weights` are normalised (`logsumexp = 0`). `out` has the same shape as `particles`
+/// and `out_log_weights` the same length; the resampler fills both, with `out_log_weights`
+/// normalised (uniform `-log N` for all but weight-returning schemes such as soft resampling).
+pub trait Resampler<S: Scalar>: Send + Sync + std::fmt::Debug {
+    /// A short name for logs and tables, e.g. `"systematic"`.
+    fn name(&self) -> String;
+
+    /// Resamples `particles` with normalised `log_weights` into `out` / `out_log_weights`.
+    fn resample(
+        &self,
+        particles: &Particles<S>,
+        log_weights: &[S],
+        key: StreamKey,
+        out: &mut Particles<S>,
+        out_log_weights: &mut [S],
+    ) -> Result<ResampleInfo>;
+}
+
+impl<S: Scalar, R: Resampler<S> + ?Sized> Resampler<S> for Box<R> {
+    fn name(&self) -> String {
+        (**self).name()
+    }
+    fn resample(
+        &self,
+        particles: &Particles<S>,
+        log_weights: &[S],
+        key: StreamKey,
+        out: &mut Particles<S>,
+        out_log_weights: &mut [S],
+    ) -> Result<ResampleInfo> {
+        (**self).resample(particles, log_weights, key, out, out_log_weights)
+    }
+}

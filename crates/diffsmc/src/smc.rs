@@ -1,0 +1,308 @@
+//! The SMC driver.
+
+use crate::error::{Result, SmcError};
+use crate::model::FeynmanKac;
+use crate::particles::{Particles, ess, normalise_log_weights, weighted_mean_cov};
+use crate::resample::Resampler;
+use crate::rng::{Purpose, StreamKey};
+use crate::scalar::{Scalar, log_sum_exp};
+
+/// When to resample.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Trigger {
+    /// Before every transition.
+    Always,
+    /// When the effective sample size falls below `frac · N` (`0 < frac ≤ 1`).
+    EssBelow(f64),
+    /// Never (sequential importance sampling).
+    Never,
+}
+
+impl Trigger {
+    /// Validated `EssBelow(frac)`.
+    pub fn ess_below(frac: f64) -> Result<Self> {
+        if !(frac > 0.0 && frac <= 1.0) {
+            return Err(SmcError::invalid(
+                "ess trigger fraction",
+                frac,
+                "a number in (0, 1]",
+            ));
+        }
+        Ok(Trigger::EssBelow(frac))
+    }
+
+    fn fires(&self, ess: f64, n: usize) -> bool {
+        match *self {
+            Trigger::Always => true,
+            Trigger::Never => false,
+            Trigger::EssBelow(f) => ess < f * n as f64,
+        }
+    }
+}
+
+impl std::str::FromStr for Trigger {
+    type Err = SmcError;
+    /// `always`, `never`, or `ess:FRAC`.
+    fn from_str(s: &str) -> Result<Self> {
+        let s = s.trim();
+        match s {
+            "always" => Ok(Trigger::Always),
+            "never" => Ok(Trigger::Never),
+            _ => {
+                let frac = s
+                    .strip_prefix("ess:")
+                    .and_then(|f| f.parse::<f64>().ok())
+                    .ok_or_else(|| {
+                        SmcError::invalid("trigger", s, "`always`, `never` or `ess:FRAC`")
+                    })?;
+                Trigger::ess_below(frac)
+            }
+        }
+    }
+}
+
+/// Configuration of an SMC run.
+///
+/// ```
+/// use diffsmc::{SmcConfig, Trigger};
+/// let c = SmcConfig::new(256).unwrap().with_trigger(Trigger::EssBelow(0.5)).unwrap();
+/// assert_eq!(c.n_particles(), 256);
+/// assert!(SmcConfig::new(0).is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct SmcConfig {
+    n_particles: usize,
+    trigger: Trigger,
+    filter_moments: bool,
+    parallel_min_particles: usize,
+}
+
+impl SmcConfig {
+    /// `n_particles ≥ 1`, resampling at every step, no moment records.
+    pub fn new(n_particles: usize) -> Result<Self> {
+        if n_particles == 0 {
+            return Err(SmcError::invalid("particles", n_particles, "at least 1"));
+        }
+        Ok(SmcConfig {
+            n_particles,
+            trigger: Trigger::Always,
+            filter_moments: false,
+            parallel_min_particles: 4096,
+        })
+    }
+    /// Sets the resampling trigger (validated).
+    pub fn with_trigger(mut self, trigger: Trigger) -> Result<Self> {
+        if let Trigger::EssBelow(f) = trigger {
+            Trigger::ess_below(f)?;
+        }
+        self.trigger = trigger;
+        Ok(self)
+    }
+    /// Records the filtering mean and covariance at every step.
+    pub fn with_filter_moments(mut self, yes: bool) -> Self {
+        self.filter_moments = yes;
+        self
+    }
+    /// Propagation and weighting run on rayon threads when there are at least this many
+    /// particles (results do not depend on it). Default 4096.
+    pub fn with_parallel_min_particles(mut self, n: usize) -> Self {
+        self.parallel_min_particles = n.max(1);
+        self
+    }
+    /// Number of particles.
+    pub fn n_particles(&self) -> usize {
+        self.n_particles
+    }
+    /// The trigger.
+    pub fn trigger(&self) -> Trigger {
+        self.trigger
+    }
+}
+
+/// What an SMC run produced.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SmcOutput<S> {
+    /// The log-likelihood estimate `Σ_t log(Σ_i W_{t-1}^i G_t(X^i))` (for `t = 0` the
+    /// previous weights are uniform).
+    pub log_likelihood: S,
+    /// Per step: the log-likelihood increment.
+    pub log_likelihood_increments: Vec<S>,
+    /// Per step: the ESS after weighting.
+    pub ess: Vec<f64>,
+    /// Per step: whether the particles were resampled before the move to this step
+    /// (always `false` at step 0).
+    pub resampled: Vec<bool>,
+    /// Per step: whether the resampler reported convergence (`true` when it did not resample
+    /// or is not iterative).
+    pub resampler_converged: Vec<bool>,
+    /// Per step (with [`SmcConfig::with_filter_moments`]): the weighted mean of the particles.
+    pub filter_means: Vec<Vec<S>>,
+    /// Per step (with [`SmcConfig::with_filter_moments`]): the weighted covariance, row-major.
+    pub filter_covs: Vec<Vec<S>>,
+    /// The particles at the last step.
+    pub particles: Particles<S>,
+    /// Their normalised log-weights.
+    pub log_weights: Vec<S>,
+}
+
+impl<S> SmcOutput<S> {
+    /// Number of steps at which the particles were resampled.
+    pub fn n_resampled(&self) -> usize {
+        self.resampled.iter().filter(|&&r| r).count()
+    }
+}
+
+/// The SMC sampler.
+#[derive(Debug, Clone)]
+pub struct Smc {
+    config: SmcConfig,
+}
+
+/// Fills `x` (one particle at a time) and `lw` from `f(i, x_i) -> log-weight increment`.
+fn for_each_particle<S: Scalar>(
+    d: usize,
+    x: &mut [S],
+    lw: &mut [S],
+    parallel: bool,
+    f: impl Fn(usize, &mut [S]) -> S + Sync + Send,
+) {
+    let d1 = d.max(1);
+    #[cfg(feature = "rayon")]
+    if parallel {
+        use rayon::prelude::*;
+        const CHUNK: usize = 256;
+        x.par_chunks_mut(CHUNK * d1)
+            .zip(lw.par_chunks_mut(CHUNK))
+            .enumerate()
+            .for_each(|(c, (xc, lc))| {
+                for (j, (xi, l)) in xc.chunks_exact_mut(d1).zip(lc.iter_mut()).enumerate() {
+                    *l += f(c * CHUNK + j, &mut xi[..d]);
+                }
+            });
+        return;
+    }
+    let _ = parallel;
+    for (i, (xi, l)) in x.chunks_exact_mut(d1).zip(lw.iter_mut()).enumerate() {
+        *l += f(i, &mut xi[..d]);
+    }
+}
+
+impl Smc {
+    /// A sampler with this configuration.
+    pub fn new(config: SmcConfig) -> Self {
+        Smc { config }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SmcConfig {
+        &self.config
+    }
+
+    /// Runs the particle filter for `model` with `resampler`; `seed` fixes every random draw.
+    ///
+    /// Errors: [`SmcError::DegenerateWeights`] naming the step where all weights vanished (or
+    /// became NaN); errors of the resampler; a model with zero steps or zero dimension.
+    pub fn run<S, M, R>(&self, model: &M, resampler: &R, seed: u64) -> Result<SmcOutput<S>>
+    where
+        S: Scalar,
+        M: FeynmanKac<S> + ?Sized,
+        R: Resampler<S> + ?Sized,
+    {
+        let n = self.config.n_particles;
+        let d = model.dim();
+        let steps = model.n_steps();
+        if steps == 0 {
+            return Err(SmcError::invalid("model steps", 0, "at least one step"));
+        }
+        let parallel = n >= self.config.parallel_min_particles;
+        let moments = self.config.filter_moments;
+        let ln_n = (n as f64).ln();
+
+        let mut cur = Particles::<S>::zeros(n, d);
+        let mut prev = Particles::<S>::zeros(n, d);
+        let mut res = Particles::<S>::zeros(n, d);
+        let mut lw = vec![S::zero(); n];
+        let mut lw_res = vec![S::zero(); n];
+
+        let mut out_inc = Vec::with_capacity(steps);
+        let mut out_ess = Vec::with_capacity(steps);
+        let mut out_res = Vec::with_capacity(steps);
+        let mut out_conv = Vec::with_capacity(steps);
+        let mut means = Vec::new();
+        let mut covs = Vec::new();
+
+        // Step 0.
+        {
+            let key = StreamKey::new(seed, 0, Purpose::Move);
+            for_each_particle(d, cur.as_mut_slice(), &mut lw, parallel, |i, x| {
+                let mut rng = key.rng(i);
+                model.sample_initial(&mut rng, x);
+                model.log_potential_initial(x)
+            });
+        }
+        let mut loglik = S::zero();
+        for t in 0..steps {
+            let mut resampled = false;
+            let mut converged = true;
+            if t > 0 {
+                // Decide on the value part of the current (normalised) weights.
+                if self.config.trigger.fires(ess(&lw), n) {
+                    let info = resampler.resample(
+                        &cur,
+                        &lw,
+                        StreamKey::new(seed, t, Purpose::Resample),
+                        &mut res,
+                        &mut lw_res,
+                    )?;
+                    if info.resampled {
+                        std::mem::swap(&mut res, &mut cur);
+                        std::mem::swap(&mut lw_res, &mut lw);
+                    }
+                    resampled = info.resampled;
+                    converged = info.converged;
+                }
+                std::mem::swap(&mut prev, &mut cur);
+                let key = StreamKey::new(seed, t, Purpose::Move);
+                let prev_ref = &prev;
+                for_each_particle(d, cur.as_mut_slice(), &mut lw, parallel, |i, x| {
+                    let mut rng = key.rng(i);
+                    let xp = prev_ref.particle(i);
+                    model.sample_transition(t, xp, &mut rng, x);
+                    model.log_potential(t, xp, x)
+                });
+            }
+            // Increment: previous weights normalised (uniform at t = 0).
+            let inc = if t == 0 {
+                log_sum_exp(&lw) - ln_n
+            } else {
+                log_sum_exp(&lw)
+            };
+            if !inc.re().is_finite() || lw.iter().any(|w| w.re().is_nan()) {
+                return Err(SmcError::DegenerateWeights { step: t });
+            }
+            normalise_log_weights(&mut lw, t)?;
+            loglik += inc;
+            out_inc.push(inc);
+            out_ess.push(ess(&lw));
+            out_res.push(resampled);
+            out_conv.push(converged);
+            if moments {
+                let (m, c) = weighted_mean_cov(&cur, &lw);
+                means.push(m);
+                covs.push(c);
+            }
+        }
+        Ok(SmcOutput {
+            log_likelihood: loglik,
+            log_likelihood_increments: out_inc,
+            ess: out_ess,
+            resampled: out_res,
+            resampler_converged: out_conv,
+            filter_means: means,
+            filter_covs: covs,
+            particles: cur,
+            log_weights: lw,
+        })
+    }
+}
