@@ -26,6 +26,7 @@
 //! ```
 
 pub mod error;
+pub mod grad;
 pub mod model;
 pub mod particles;
 pub mod resample;
