@@ -1,0 +1,139 @@
+//! `diffsmc bench`: timings of the engine's hot paths.
+
+use std::time::Instant;
+
+use diffsmc::rng::{Purpose, StreamKey, standard_normal};
+use diffsmc::{Particles, ResamplerSpec, Scalar, normalise_log_weights};
+use num_dual::{DualSVec64, DualStruct};
+use serde_json::json;
+
+use crate::error::CliError;
+
+/// Median of a sample of durations in seconds.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
+
+/// Times `f` repeatedly: at least `min_reps` runs and at least `min_seconds` in total (after
+/// one warm-up run); returns the per-run times.
+pub fn time_runs(
+    min_reps: usize,
+    min_seconds: f64,
+    mut f: impl FnMut() -> Result<(), CliError>,
+) -> Result<Vec<f64>, CliError> {
+    f()?;
+    let start = Instant::now();
+    let mut times = Vec::new();
+    while times.len() < min_reps || start.elapsed().as_secs_f64() < min_seconds {
+        let t = Instant::now();
+        f()?;
+        times.push(t.elapsed().as_secs_f64());
+        if times.len() >= 10_000 {
+            break;
+        }
+    }
+    Ok(times)
+}
+
+/// Standard normal particles with Gaussian-likelihood-like weights tilted towards the first
+/// coordinate (a typical post-observation weight profile).
+fn resample_inputs<S: Scalar>(n: usize, d: usize, seed: u64) -> (Particles<S>, Vec<S>) {
+    let mut rng = StreamKey::new(seed, 0, Purpose::Other(7)).rng(0);
+    let mut x = Vec::with_capacity(n * d);
+    let mut lw = Vec::with_capacity(n);
+    for _ in 0..n {
+        let first = standard_normal(&mut rng);
+        x.push(S::cst(first));
+        for _ in 1..d {
+            x.push(S::cst(standard_normal(&mut rng)));
+        }
+        lw.push(S::cst(-0.5 * (first - 1.0) * (first - 1.0)));
+    }
+    let _ = normalise_log_weights(&mut lw, 0);
+    (Particles::from_vec(n, d, x).expect("n*d buffer"), lw)
+}
+
+fn bench_resample_s<S: Scalar>(
+    spec: &ResamplerSpec,
+    n: usize,
+    d: usize,
+    seed: u64,
+    min_seconds: f64,
+    seed_lanes: impl Fn(&mut Particles<S>, &mut [S]),
+) -> Result<(Vec<f64>, bool), CliError> {
+    let r = spec.build::<S>()?;
+    let (mut p, mut lw) = resample_inputs::<S>(n, d, seed);
+    seed_lanes(&mut p, &mut lw);
+    let mut out = Particles::<S>::zeros(n, d);
+    let mut out_lw = vec![S::zero(); n];
+    let mut k = 0usize;
+    let mut all_converged = true;
+    let times = time_runs(3, min_seconds, || {
+        k += 1;
+        let info = r.resample(&p, &lw, StreamKey::new(seed, k, Purpose::Resample), &mut out, &mut out_lw)?;
+        all_converged &= info.converged;
+        Ok(())
+    })?;
+    Ok((times, all_converged))
+}
+
+/// Which scalar a benchmark runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchScalar {
+    /// Plain `f64`.
+    F64,
+    /// Two-direction dual numbers (`DualSVec64<2>`).
+    Dual2,
+}
+
+/// `diffsmc bench resample`.
+pub fn resample(
+    spec: &ResamplerSpec,
+    n: usize,
+    d: usize,
+    scalar: BenchScalar,
+    seed: u64,
+    min_seconds: f64,
+) -> Result<serde_json::Value, CliError> {
+    if n == 0 {
+        return Err(CliError::flag("particles", "must be at least 1"));
+    }
+    if d == 0 {
+        return Err(CliError::flag("dim", "must be at least 1"));
+    }
+    let (times, converged) = match scalar {
+        BenchScalar::F64 => bench_resample_s::<f64>(spec, n, d, seed, min_seconds, |_, _| {})?,
+        BenchScalar::Dual2 => bench_resample_s::<DualSVec64<2>>(spec, n, d, seed, min_seconds, |p, lw| {
+            // Direction 0: shift of every particle; direction 1: tilt of the weights.
+            for x in p.as_mut_slice() {
+                *x = DualSVec64::<2>::from_re(x.re()) + DualSVec64::<2>::from_re(0.0).derivative(0);
+            }
+            let tilt: Vec<_> = (0..lw.len())
+                .map(|i| lw[i] + DualSVec64::<2>::from_re(0.0).derivative(1) * p.particle(i)[0].re())
+                .collect();
+            lw.copy_from_slice(&tilt);
+            let _ = normalise_log_weights(lw, 0);
+        })?,
+    };
+    let med = median(times.clone());
+    Ok(json!({
+        "bench": "resample",
+        "resampler": spec.to_string(),
+        "particles": n,
+        "dim": d,
+        "scalar": match scalar { BenchScalar::F64 => "f64", BenchScalar::Dual2 => "dual2" },
+        "repetitions": times.len(),
+        "median_seconds": med,
+        "min_seconds": times.iter().copied().fold(f64::INFINITY, f64::min),
+        "all_converged": converged,
+    }))
+}

@@ -1,0 +1,61 @@
+//! CLI errors: which flag, file or line is wrong, and what was expected.
+
+use thiserror::Error;
+
+/// An error the CLI reports and exits non-zero on.
+#[derive(Debug, Error)]
+pub enum CliError {
+    /// A data file is malformed.
+    #[error("{file}, line {line}: {message}")]
+    Data {
+        /// The file.
+        file: String,
+        /// 1-based line number (0: the file as a whole).
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A flag has a bad value.
+    #[error("--{flag}: {message}")]
+    Flag {
+        /// The flag, without dashes.
+        flag: &'static str,
+        /// What is wrong and what was expected.
+        message: String,
+    },
+    /// Reading or writing a file failed.
+    #[error("{path}: {message}")]
+    Io {
+        /// The path.
+        path: String,
+        /// The OS error.
+        message: String,
+    },
+    /// An output file exists and `--force` was not given.
+    #[error("{path} exists; pass --force to overwrite it")]
+    Exists {
+        /// The path.
+        path: String,
+    },
+    /// The engine reported an error.
+    #[error(transparent)]
+    Engine(#[from] diffsmc::SmcError),
+    /// Plotting failed.
+    #[error("plot {path}: {message}")]
+    Plot {
+        /// The output path.
+        path: String,
+        /// The plotting error.
+        message: String,
+    },
+}
+
+impl CliError {
+    /// A bad flag value.
+    pub fn flag(flag: &'static str, message: impl Into<String>) -> Self {
+        CliError::Flag {
+            flag,
+            message: message.into(),
+        }
+    }
+}

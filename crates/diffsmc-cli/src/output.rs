@@ -1,0 +1,59 @@
+//! Writing outputs without clobbering: an existing file is kept unless `--force` is given.
+
+use std::path::Path;
+
+use crate::error::CliError;
+
+/// Fails with [`CliError::Exists`] if `path` exists and `force` is false.
+pub fn check_writable(path: &Path, force: bool) -> Result<(), CliError> {
+    if !force && path.exists() {
+        return Err(CliError::Exists {
+            path: path.display().to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Writes `value` as pretty JSON to `path` (checked with [`check_writable`]).
+pub fn write_json(path: &Path, value: &serde_json::Value, force: bool) -> Result<(), CliError> {
+    check_writable(path, force)?;
+    let text = serde_json::to_string_pretty(value).map_err(|e| CliError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    std::fs::write(path, text + "\n").map_err(|e| CliError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// JSON number or null for non-finite values (JSON has no NaN).
+pub fn num(v: f64) -> serde_json::Value {
+    if v.is_finite() {
+        serde_json::Value::from(v)
+    } else {
+        serde_json::Value::Null
+    }
+}
+
+/// Mean and (sample) standard deviation of finite values; NaN when there are none.
+pub fn mean_std(v: &[f64]) -> (f64, f64) {
+    let f: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if f.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let n = f.len() as f64;
+    let m = f.iter().sum::<f64>() / n;
+    let s = if f.len() > 1 {
+        (f.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1.0)).sqrt()
+    } else {
+        0.0
+    };
+    (m, s)
+}
+
+/// `{"mean": m, "std": s}` of finite values.
+pub fn summary(v: &[f64]) -> serde_json::Value {
+    let (m, s) = mean_std(v);
+    serde_json::json!({ "mean": num(m), "std": num(s), "n": v.iter().filter(|x| x.is_finite()).count() })
+}

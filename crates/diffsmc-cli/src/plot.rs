@@ -1,0 +1,210 @@
+//! SVG plots (plotters, SVG backend; no system fonts needed).
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use crate::error::CliError;
+
+/// How a series is drawn.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Style {
+    /// A solid line.
+    Line,
+    /// Small dots.
+    Points,
+}
+
+/// One named series of `(x, y)` points.
+#[derive(Debug, Clone)]
+pub struct Series {
+    /// Legend label.
+    pub name: String,
+    /// The points (non-finite points are dropped).
+    pub points: Vec<(f64, f64)>,
+    /// Drawing style.
+    pub style: Style,
+    /// Palette index.
+    pub color: usize,
+}
+
+/// A shaded band between `lower` and `upper` at each `x`.
+#[derive(Debug, Clone)]
+pub struct Band {
+    /// Legend label.
+    pub name: String,
+    /// `(x, lower, upper)`.
+    pub points: Vec<(f64, f64, f64)>,
+    /// Palette index.
+    pub color: usize,
+}
+
+/// A chart of lines, points and bands.
+#[derive(Debug, Clone, Default)]
+pub struct Chart {
+    /// Title.
+    pub title: String,
+    /// X axis label.
+    pub x_label: String,
+    /// Y axis label.
+    pub y_label: String,
+    /// Series.
+    pub series: Vec<Series>,
+    /// Bands (drawn under the series).
+    pub bands: Vec<Band>,
+    /// Use a log scale on y.
+    pub log_y: bool,
+}
+
+/// Colour `i` of a colour-blind-friendly palette.
+pub fn color(i: usize) -> RGBColor {
+    const P: [RGBColor; 8] = [
+        RGBColor(0, 114, 178),
+        RGBColor(213, 94, 0),
+        RGBColor(0, 158, 115),
+        RGBColor(204, 121, 167),
+        RGBColor(230, 159, 0),
+        RGBColor(86, 180, 233),
+        RGBColor(0, 0, 0),
+        RGBColor(240, 228, 66),
+    ];
+    P[i % P.len()]
+}
+
+fn pad(lo: f64, hi: f64) -> (f64, f64) {
+    if !(lo.is_finite() && hi.is_finite()) {
+        return (0.0, 1.0);
+    }
+    if hi - lo < 1e-12 {
+        return (lo - 0.5, hi + 0.5);
+    }
+    let m = 0.05 * (hi - lo);
+    (lo - m, hi + m)
+}
+
+fn perr(path: &Path, e: impl std::fmt::Display) -> CliError {
+    CliError::Plot {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+impl Chart {
+    fn ranges(&self) -> ((f64, f64), (f64, f64)) {
+        let mut xs = (f64::INFINITY, f64::NEG_INFINITY);
+        let mut ys = (f64::INFINITY, f64::NEG_INFINITY);
+        let mut add = |x: f64, y: f64| {
+            if x.is_finite() && y.is_finite() && (!self.log_y || y > 0.0) {
+                xs = (xs.0.min(x), xs.1.max(x));
+                ys = (ys.0.min(y), ys.1.max(y));
+            }
+        };
+        for s in &self.series {
+            for &(x, y) in &s.points {
+                add(x, y);
+            }
+        }
+        for b in &self.bands {
+            for &(x, l, u) in &b.points {
+                add(x, l);
+                add(x, u);
+            }
+        }
+        (pad(xs.0, xs.1), pad(ys.0, ys.1))
+    }
+
+    /// Draws the chart to an SVG file (the caller checks overwriting).
+    pub fn draw_svg(&self, path: &Path) -> Result<(), CliError> {
+        let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| perr(path, e))?;
+        self.draw_on(&root).map_err(|e| perr(path, e))?;
+        root.present().map_err(|e| perr(path, e))?;
+        Ok(())
+    }
+
+    fn draw_on<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, plotters::coord::Shift>,
+    ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+        let ((x0, x1), (y0, y1)) = self.ranges();
+        let mut builder = ChartBuilder::on(root);
+        builder
+            .caption(&self.title, ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60);
+        if self.log_y {
+            let (y0, y1) = (y0.max(1e-300), y1.max(y0.max(1e-300) * 10.0));
+            let mut chart = builder.build_cartesian_2d(x0..x1, (y0..y1).log_scale())?;
+            chart
+                .configure_mesh()
+                .x_desc(&self.x_label)
+                .y_desc(&self.y_label)
+                .draw()?;
+            self.draw_series(&mut chart)?;
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()?;
+        } else {
+            let mut chart = builder.build_cartesian_2d(x0..x1, y0..y1)?;
+            chart
+                .configure_mesh()
+                .x_desc(&self.x_label)
+                .y_desc(&self.y_label)
+                .draw()?;
+            self.draw_series(&mut chart)?;
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()?;
+        }
+        Ok(())
+    }
+
+    fn draw_series<'a, DB, X, Y>(
+        &self,
+        chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
+    ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>>
+    where
+        DB: DrawingBackend + 'a,
+        X: Ranged<ValueType = f64>,
+        Y: Ranged<ValueType = f64>,
+    {
+        for b in &self.bands {
+            let c = color(b.color);
+            let mut poly: Vec<(f64, f64)> = b.points.iter().map(|&(x, _, u)| (x, u)).collect();
+            poly.extend(b.points.iter().rev().map(|&(x, l, _)| (x, l)));
+            chart
+                .draw_series(std::iter::once(Polygon::new(poly, c.mix(0.2).filled())))?
+                .label(&b.name)
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 16, y + 5)], c.mix(0.3).filled()));
+        }
+        for s in &self.series {
+            let c = color(s.color);
+            let pts: Vec<(f64, f64)> = s
+                .points
+                .iter()
+                .copied()
+                .filter(|(x, y)| x.is_finite() && y.is_finite() && (!self.log_y || *y > 0.0))
+                .collect();
+            match s.style {
+                Style::Line => {
+                    chart
+                        .draw_series(LineSeries::new(pts, c.stroke_width(2)))?
+                        .label(&s.name)
+                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2)));
+                }
+                Style::Points => {
+                    chart
+                        .draw_series(pts.into_iter().map(|p| Circle::new(p, 3, c.filled())))?
+                        .label(&s.name)
+                        .legend(move |(x, y)| Circle::new((x + 8, y), 3, c.filled()));
+                }
+            }
+        }
+        Ok(())
+    }
+}
