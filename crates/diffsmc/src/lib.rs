@@ -57,3 +57,8 @@ pub mod prelude {
     pub use crate::smc::{Smc, SmcConfig, SmcOutput, Trigger};
     pub use num_dual::DualStruct;
 }
+
+/// The README's quick start, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
