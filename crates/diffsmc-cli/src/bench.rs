@@ -79,7 +79,13 @@ fn bench_resample_s<S: Scalar>(
     let mut all_converged = true;
     let times = time_runs(3, min_seconds, || {
         k += 1;
-        let info = r.resample(&p, &lw, StreamKey::new(seed, k, Purpose::Resample), &mut out, &mut out_lw)?;
+        let info = r.resample(
+            &p,
+            &lw,
+            StreamKey::new(seed, k, Purpose::Resample),
+            &mut out,
+            &mut out_lw,
+        )?;
         all_converged &= info.converged;
         Ok(())
     })?;
@@ -112,17 +118,22 @@ pub fn resample(
     }
     let (times, converged) = match scalar {
         BenchScalar::F64 => bench_resample_s::<f64>(spec, n, d, seed, min_seconds, |_, _| {})?,
-        BenchScalar::Dual2 => bench_resample_s::<DualSVec64<2>>(spec, n, d, seed, min_seconds, |p, lw| {
-            // Direction 0: shift of every particle; direction 1: tilt of the weights.
-            for x in p.as_mut_slice() {
-                *x = DualSVec64::<2>::from_re(x.re()) + DualSVec64::<2>::from_re(0.0).derivative(0);
-            }
-            let tilt: Vec<_> = (0..lw.len())
-                .map(|i| lw[i] + DualSVec64::<2>::from_re(0.0).derivative(1) * p.particle(i)[0].re())
-                .collect();
-            lw.copy_from_slice(&tilt);
-            let _ = normalise_log_weights(lw, 0);
-        })?,
+        BenchScalar::Dual2 => {
+            bench_resample_s::<DualSVec64<2>>(spec, n, d, seed, min_seconds, |p, lw| {
+                // Direction 0: shift of every particle; direction 1: tilt of the weights.
+                for x in p.as_mut_slice() {
+                    *x = DualSVec64::<2>::from_re(x.re())
+                        + DualSVec64::<2>::from_re(0.0).derivative(0);
+                }
+                let tilt: Vec<_> = (0..lw.len())
+                    .map(|i| {
+                        lw[i] + DualSVec64::<2>::from_re(0.0).derivative(1) * p.particle(i)[0].re()
+                    })
+                    .collect();
+                lw.copy_from_slice(&tilt);
+                let _ = normalise_log_weights(lw, 0);
+            })?
+        }
     };
     let med = median(times.clone());
     Ok(json!({

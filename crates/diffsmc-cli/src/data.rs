@@ -49,7 +49,12 @@ pub fn parse_csv(text: &str, source: &str) -> Result<Observations, CliError> {
         if first {
             first = false;
             if parsed.iter().any(|p| p.is_none()) {
-                columns = Some(cells.iter().map(|c| c.trim().trim_matches('"').to_string()).collect());
+                columns = Some(
+                    cells
+                        .iter()
+                        .map(|c| c.trim().trim_matches('"').to_string())
+                        .collect(),
+                );
                 continue;
             }
             columns = Some((0..cells.len()).map(|k| format!("y{k}")).collect());
@@ -77,7 +82,11 @@ pub fn parse_csv(text: &str, source: &str) -> Result<Observations, CliError> {
                     return Err(CliError::Data {
                         file: source.to_string(),
                         line: lineno,
-                        message: format!("column {}: `{}` is not a number (use an empty cell or NaN for a missing value)", k + 1, c.trim()),
+                        message: format!(
+                            "column {}: `{}` is not a number (use an empty cell or NaN for a missing value)",
+                            k + 1,
+                            c.trim()
+                        ),
                     });
                 }
             }

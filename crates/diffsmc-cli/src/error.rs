@@ -40,6 +40,9 @@ pub enum CliError {
     /// The engine reported an error.
     #[error(transparent)]
     Engine(#[from] diffsmc::SmcError),
+    /// The Gaussian-mixture problem reported an error.
+    #[error(transparent)]
+    Gm(#[from] diffsmc_gaussian_mixture::GmError),
     /// Plotting failed.
     #[error("plot {path}: {message}")]
     Plot {

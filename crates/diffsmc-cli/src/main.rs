@@ -3,6 +3,7 @@
 mod bench;
 mod data;
 mod error;
+mod experiment_gm;
 mod output;
 mod plot;
 mod progress;
@@ -35,6 +36,43 @@ enum Command {
     /// Time the engine's hot paths.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Reproduce the paper's experiments.
+    #[command(subcommand)]
+    Experiment(ExperimentCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ExperimentCommand {
+    /// Gaussian-mixture importance resampling: sliced Wasserstein distance and squared error
+    /// of the mean against the exact posterior.
+    ///
+    /// Example: diffsmc experiment gm --runs 20 --particles 10000 --resampler diffusion:T=3,K=32,sde --json gm.json
+    Gm {
+        /// Independent runs (each a new random problem).
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        /// Particles.
+        #[arg(long, default_value_t = 10_000)]
+        particles: usize,
+        /// Resampler spec.
+        #[arg(long, default_value = "multinomial")]
+        resampler: ResamplerSpec,
+        /// State dimension.
+        #[arg(long, default_value_t = 8)]
+        dim: usize,
+        /// Mixture components.
+        #[arg(long, default_value_t = 5)]
+        components: usize,
+        /// Random directions of the sliced Wasserstein distance.
+        #[arg(long, default_value_t = 1000)]
+        directions: usize,
+        /// Seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Write per-run results and the summary as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -69,6 +107,53 @@ enum BenchCommand {
 
 fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
+        Command::Experiment(ExperimentCommand::Gm {
+            runs,
+            particles,
+            resampler,
+            dim,
+            components,
+            directions,
+            seed,
+            json,
+        }) => {
+            if let Some(p) = &json {
+                output::check_writable(p, cli.force)?;
+            }
+            let settings = experiment_gm::GmSettings {
+                runs,
+                particles,
+                resampler,
+                dim,
+                components,
+                directions,
+                seed,
+            };
+            let pb = progress::bar(runs as u64, "gm runs", cli.quiet);
+            let v = experiment_gm::run(&settings, &pb)?;
+            pb.finish_and_clear();
+            let sm = &v["summary"];
+            println!(
+                "gm  resampler {}  N={}  runs={}\n  swd           {:.5} ± {:.5}\n  mean_sq_error {:.5} ± {:.5}",
+                settings.resampler,
+                particles,
+                runs,
+                sm["swd"]["mean"].as_f64().unwrap_or(f64::NAN),
+                sm["swd"]["std"].as_f64().unwrap_or(f64::NAN),
+                sm["mean_sq_error"]["mean"].as_f64().unwrap_or(f64::NAN),
+                sm["mean_sq_error"]["std"].as_f64().unwrap_or(f64::NAN),
+            );
+            if v["non_converged_runs"].as_u64().unwrap_or(0) > 0 {
+                eprintln!(
+                    "warning: the resampler did not converge in {} runs",
+                    v["non_converged_runs"]
+                );
+            }
+            if let Some(p) = &json {
+                output::write_json(p, &v, cli.force)?;
+            }
+            Ok(())
+        }
         Command::Bench(BenchCommand::Resample {
             resampler,
             particles,

@@ -180,7 +180,9 @@ impl Chart {
             chart
                 .draw_series(std::iter::once(Polygon::new(poly, c.mix(0.2).filled())))?
                 .label(&b.name)
-                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 16, y + 5)], c.mix(0.3).filled()));
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 16, y + 5)], c.mix(0.3).filled())
+                });
         }
         for s in &self.series {
             let c = color(s.color);
@@ -195,7 +197,9 @@ impl Chart {
                     chart
                         .draw_series(LineSeries::new(pts, c.stroke_width(2)))?
                         .label(&s.name)
-                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2)));
+                        .legend(move |(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2))
+                        });
                 }
                 Style::Points => {
                     chart

@@ -97,3 +97,15 @@ pub fn fill_standard_normal(rng: &mut StreamRng, out: &mut [f64]) {
         *v = StandardNormal.sample(rng);
     }
 }
+
+/// A seed for independent sub-run `index` of a run seeded with `seed` (e.g. the runs of an
+/// experiment), by SplitMix64 hashing.
+///
+/// ```
+/// use diffsmc::rng::derive_seed;
+/// assert_ne!(derive_seed(1, 0), derive_seed(1, 1));
+/// assert_eq!(derive_seed(5, 3), derive_seed(5, 3));
+/// ```
+pub fn derive_seed(seed: u64, index: u64) -> u64 {
+    splitmix(splitmix(seed ^ 0x2545_f491_4f6c_dd1d) ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+}
