@@ -7,6 +7,9 @@
 //! - [`model`]: [`FeynmanKac`] models, [`StateSpaceModel`]s and the [`Bootstrap`] adapter.
 //! - [`smc`]: the [`Smc`] driver with [`Trigger`]s and per-step records.
 //! - [`resample`]: the [`Resampler`] trait and the resamplers.
+//! - [`kalman`]: the exact Kalman filter and RTS smoother ([`LinearGaussian`]), generic over
+//!   the scalar, for linear Gaussian models.
+//! - [`linalg`]: Cholesky factors, triangular solves and log-determinants on any scalar.
 
 //! - [`rng`]: counter-based random streams (a seed fixes every result, whatever the threads).
 //!
@@ -27,6 +30,8 @@
 
 pub mod error;
 pub mod grad;
+pub mod kalman;
+pub mod linalg;
 pub mod model;
 pub mod particles;
 pub mod resample;
@@ -35,6 +40,7 @@ pub mod scalar;
 pub mod smc;
 
 pub use error::{Result, SmcError};
+pub use kalman::{KalmanOutput, LinearGaussian, RtsOutput};
 pub use model::{Bootstrap, FeynmanKac, StateSpaceModel};
 pub use particles::{
     Particles, ess, normalise_log_weights, weighted_mean, weighted_mean_cov, weights_f64,
