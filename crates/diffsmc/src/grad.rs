@@ -51,6 +51,7 @@ use nalgebra::{Const, U1};
 use num_dual::{Derivative, Dual64, DualSVec64};
 
 use crate::error::{Result, SmcError};
+use crate::kalman::LinearGaussian;
 use crate::model::FeynmanKac;
 use crate::resample::{Resampler, ResamplerSpec};
 use crate::scalar::Scalar;
@@ -138,13 +139,20 @@ pub enum ChunkSize {
     Sixteen,
 }
 
-fn chunk_run<D: GradDual, P: Parametric, B: BuildResampler>(
-    p: &P,
+/// A scalar function of θ that can be evaluated on any scalar type: what
+/// [`gradient_of`] differentiates. The particle-filter NLL and the exact Kalman NLL are both
+/// `DualObjective`s; implement it to differentiate anything else written generically.
+pub trait DualObjective: Sync {
+    /// Number of parameters.
+    fn n_params(&self) -> usize;
+    /// The function at `theta`.
+    fn eval<S: Scalar>(&self, theta: &[S]) -> Result<S>;
+}
+
+fn chunk_eval<D: GradDual, O: DualObjective + ?Sized>(
+    o: &O,
     theta: &[f64],
     start: usize,
-    smc: &Smc,
-    resampler: &B,
-    seed: u64,
     grad: &mut [f64],
 ) -> Result<f64> {
     let th: Vec<D> = theta
@@ -155,47 +163,33 @@ fn chunk_run<D: GradDual, P: Parametric, B: BuildResampler>(
             D::seeded(v, lane)
         })
         .collect();
-    let model = p.model::<D>(&th)?;
-    let r = resampler.build_for::<D>()?;
-    let out = smc.run(&model, &r, seed)?;
-    let nll = -out.log_likelihood;
+    let f = o.eval::<D>(&th)?;
     let mut lanes = vec![0.0; D::LANES];
-    nll.lanes(&mut lanes);
-    let end = (start + D::LANES).min(theta.len());
-    grad[start..end].copy_from_slice(&lanes[..end - start]);
-    Ok(nll.re())
+    f.lanes(&mut lanes);
+    let len = grad.len();
+    grad.copy_from_slice(&lanes[..len]);
+    Ok(f.re())
 }
 
-fn run_chunks<D: GradDual, P: Parametric, B: BuildResampler>(
-    p: &P,
+fn run_chunks<D: GradDual, O: DualObjective + ?Sized>(
+    o: &O,
     theta: &[f64],
-    smc: &Smc,
-    resampler: &B,
-    seed: u64,
 ) -> Result<(f64, Vec<f64>)> {
     let n = theta.len();
-    let starts: Vec<usize> = (0..n).step_by(D::LANES).collect();
     let mut grad = vec![0.0; n];
-    let run = |start: usize, g: &mut [f64]| -> Result<f64> {
-        let mut full = vec![0.0; n];
-        let v = chunk_run::<D, P, B>(p, theta, start, smc, resampler, seed, &mut full)?;
-        let end = (start + D::LANES).min(n);
-        g.copy_from_slice(&full[start..end]);
-        Ok(v)
-    };
     #[cfg(feature = "rayon")]
     let values: Vec<Result<f64>> = {
         use rayon::prelude::*;
         grad.par_chunks_mut(D::LANES)
-            .zip(starts.par_iter())
-            .map(|(g, &s)| run(s, g))
+            .enumerate()
+            .map(|(c, g)| chunk_eval::<D, O>(o, theta, c * D::LANES, g))
             .collect()
     };
     #[cfg(not(feature = "rayon"))]
     let values: Vec<Result<f64>> = grad
         .chunks_mut(D::LANES)
-        .zip(starts.iter())
-        .map(|(g, &s)| run(s, g))
+        .enumerate()
+        .map(|(c, g)| chunk_eval::<D, O>(o, theta, c * D::LANES, g))
         .collect();
     let mut value = f64::NAN;
     for (k, v) in values.into_iter().enumerate() {
@@ -205,6 +199,102 @@ fn run_chunks<D: GradDual, P: Parametric, B: BuildResampler>(
         }
     }
     Ok((value, grad))
+}
+
+/// Value and gradient of any [`DualObjective`] by forward-mode duals, in chunks of `chunk`
+/// directions (chunks run in parallel with the `rayon` feature; each chunk evaluates the
+/// same function, so the value is that of the first chunk).
+pub fn gradient_of<O: DualObjective + ?Sized>(
+    o: &O,
+    theta: &[f64],
+    chunk: ChunkSize,
+) -> Result<(f64, Vec<f64>)> {
+    check_theta(o.n_params(), theta)?;
+    let n = theta.len();
+    if n == 0 {
+        return Ok((o.eval::<f64>(theta)?, Vec::new()));
+    }
+    let chunk = match chunk {
+        ChunkSize::Auto => match n {
+            1 => ChunkSize::One,
+            2 => ChunkSize::Two,
+            3 | 4 => ChunkSize::Four,
+            _ => ChunkSize::Eight,
+        },
+        c => c,
+    };
+    match chunk {
+        ChunkSize::One | ChunkSize::Auto => run_chunks::<Dual64, O>(o, theta),
+        ChunkSize::Two => run_chunks::<DualSVec64<2>, O>(o, theta),
+        ChunkSize::Four => run_chunks::<DualSVec64<4>, O>(o, theta),
+        ChunkSize::Eight => run_chunks::<DualSVec64<8>, O>(o, theta),
+        ChunkSize::Sixteen => run_chunks::<DualSVec64<16>, O>(o, theta),
+    }
+}
+
+/// The particle-filter negative log-likelihood of a [`Parametric`] model as a
+/// [`DualObjective`] (fixed configuration, resampler and seed: common random numbers).
+#[derive(Debug)]
+pub struct PfObjective<'a, P, B> {
+    /// The model family.
+    pub model: &'a P,
+    /// The sampler configuration.
+    pub smc: &'a SmcConfig,
+    /// The resampler.
+    pub resampler: &'a B,
+    /// The seed.
+    pub seed: u64,
+}
+
+impl<P: Parametric, B: BuildResampler> DualObjective for PfObjective<'_, P, B> {
+    fn n_params(&self) -> usize {
+        self.model.n_params()
+    }
+    fn eval<S: Scalar>(&self, theta: &[S]) -> Result<S> {
+        let model = self.model.model::<S>(theta)?;
+        let r = self.resampler.build_for::<S>()?;
+        let out = Smc::new(self.smc.clone()).run(&model, &r, self.seed)?;
+        Ok(-out.log_likelihood)
+    }
+}
+
+/// A linear Gaussian model family: θ ↦ (A, Q, H, R, m0, P0) with fixed observations, for the
+/// exact Kalman likelihood and its gradient ([`kalman_value_and_gradient`]).
+pub trait LinearGaussianParametric: Sync {
+    /// Number of parameters.
+    fn n_params(&self) -> usize;
+    /// The model at θ.
+    fn linear_gaussian<S: Scalar>(&self, theta: &[S]) -> Result<LinearGaussian<S>>;
+    /// The observations (rows; NaN = missing).
+    fn observations(&self) -> &[Vec<f64>];
+}
+
+#[derive(Debug)]
+struct KalmanObjective<'a, P>(&'a P);
+
+impl<P: LinearGaussianParametric> DualObjective for KalmanObjective<'_, P> {
+    fn n_params(&self) -> usize {
+        self.0.n_params()
+    }
+    fn eval<S: Scalar>(&self, theta: &[S]) -> Result<S> {
+        let lg = self.0.linear_gaussian::<S>(theta)?;
+        Ok(-lg.log_likelihood(self.0.observations())?)
+    }
+}
+
+/// The exact negative log-likelihood (Kalman filter) and its exact gradient (dual numbers
+/// through the filter).
+pub fn kalman_value_and_gradient<P: LinearGaussianParametric>(
+    p: &P,
+    theta: &[f64],
+) -> Result<(f64, Vec<f64>)> {
+    gradient_of(&KalmanObjective(p), theta, ChunkSize::Auto)
+}
+
+/// The exact negative log-likelihood alone.
+pub fn kalman_value<P: LinearGaussianParametric>(p: &P, theta: &[f64]) -> Result<f64> {
+    check_theta(p.n_params(), theta)?;
+    KalmanObjective(p).eval::<f64>(theta)
 }
 
 /// Options of [`value_and_gradient_with`].
@@ -238,30 +328,13 @@ pub fn value_and_gradient_with<P: Parametric, B: BuildResampler>(
     seed: u64,
     options: GradOptions,
 ) -> Result<(f64, Vec<f64>)> {
-    check_theta(p, theta)?;
-    let smc = Smc::new(smc.clone());
-    let n = theta.len();
-    let chunk = match options.chunk {
-        ChunkSize::Auto => match n {
-            0 | 1 => ChunkSize::One,
-            2 => ChunkSize::Two,
-            3 | 4 => ChunkSize::Four,
-            _ => ChunkSize::Eight,
-        },
-        c => c,
+    let o = PfObjective {
+        model: p,
+        smc,
+        resampler,
+        seed,
     };
-    if n == 0 {
-        return Ok((value(p, theta, smc.config(), resampler, seed)?, Vec::new()));
-    }
-    match chunk {
-        ChunkSize::One | ChunkSize::Auto => {
-            run_chunks::<Dual64, _, _>(p, theta, &smc, resampler, seed)
-        }
-        ChunkSize::Two => run_chunks::<DualSVec64<2>, _, _>(p, theta, &smc, resampler, seed),
-        ChunkSize::Four => run_chunks::<DualSVec64<4>, _, _>(p, theta, &smc, resampler, seed),
-        ChunkSize::Eight => run_chunks::<DualSVec64<8>, _, _>(p, theta, &smc, resampler, seed),
-        ChunkSize::Sixteen => run_chunks::<DualSVec64<16>, _, _>(p, theta, &smc, resampler, seed),
-    }
+    gradient_of(&o, theta, options.chunk)
 }
 
 /// The negative log-likelihood estimate alone, on `f64`.
@@ -272,18 +345,21 @@ pub fn value<P: Parametric, B: BuildResampler>(
     resampler: &B,
     seed: u64,
 ) -> Result<f64> {
-    check_theta(p, theta)?;
-    let model = p.model::<f64>(theta)?;
-    let r = resampler.build_for::<f64>()?;
-    let out = Smc::new(smc.clone()).run(&model, &r, seed)?;
-    Ok(-out.log_likelihood)
+    check_theta(p.n_params(), theta)?;
+    PfObjective {
+        model: p,
+        smc,
+        resampler,
+        seed,
+    }
+    .eval::<f64>(theta)
 }
 
-fn check_theta<P: Parametric>(p: &P, theta: &[f64]) -> Result<()> {
-    if theta.len() != p.n_params() {
+fn check_theta(n_params: usize, theta: &[f64]) -> Result<()> {
+    if theta.len() != n_params {
         return Err(SmcError::DimensionMismatch {
             what: "parameter vector θ",
-            expected: p.n_params(),
+            expected: n_params,
             got: theta.len(),
         });
     }

@@ -27,6 +27,9 @@
 //! # Ok::<(), diffsmc::SmcError>(())
 //! ```
 
+mod params;
+pub use params::{GeneralParams, PaperParams};
+
 use std::collections::BTreeMap;
 
 use diffsmc::kalman::{KalmanOutput, LinearGaussian, RtsOutput};

@@ -181,3 +181,27 @@ fn independent_copies_in_dimension_three() {
         assert!(close(g[k], 3.0 * GRAD[k], TOL));
     }
 }
+
+/// The Kalman gradient through `PaperParams` (the `LinearGaussianParametric` path used by
+/// `fit`) equals the reference gradient, and equals central finite differences of the exact
+/// NLL (h = 1e-6: truncation ~1e-12, round-off ~217·1e-16/1e-6 ≈ 2e-8, tolerance 1e-6).
+#[test]
+fn kalman_value_and_gradient_through_paper_params() {
+    let ys = observations();
+    let p = diffsmc_lgssm::PaperParams::new(1, ys).unwrap();
+    let (nll, g) = diffsmc::grad::kalman_value_and_gradient(&p, &[0.5, 1.0]).unwrap();
+    assert!((nll - 217.22363244884755).abs() < 1e-10);
+    assert!((g[0] - 7.611408638251144).abs() < 1e-9);
+    assert!((g[1] + 4.150701400884636).abs() < 1e-9);
+    for i in 0..2 {
+        let h = 1e-6;
+        let mut tp = [0.5, 1.0];
+        let mut tm = tp;
+        tp[i] += h;
+        tm[i] -= h;
+        let fd = (diffsmc::grad::kalman_value(&p, &tp).unwrap()
+            - diffsmc::grad::kalman_value(&p, &tm).unwrap())
+            / (2.0 * h);
+        assert!((fd - g[i]).abs() < 1e-6, "param {i}: fd {fd} vs {}", g[i]);
+    }
+}
