@@ -4,6 +4,7 @@ mod bench;
 mod data;
 mod error;
 mod experiment_gm;
+mod lgssm_cmd;
 mod output;
 mod plot;
 mod progress;
@@ -33,6 +34,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Simulate the paper's linear Gaussian model, run the particle filter and the Kalman
+    /// filter, print a comparison and write demo.svg.
+    Demo(lgssm_cmd::DemoArgs),
+    /// Run a particle filter on observations from a CSV file.
+    Filter(lgssm_cmd::FilterArgs),
     /// Time the engine's hot paths.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -107,6 +113,8 @@ enum BenchCommand {
 
 fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
+        Command::Demo(a) => lgssm_cmd::demo(&a, cli.force),
+        Command::Filter(a) => lgssm_cmd::filter(&a, cli.force),
         Command::Experiment(ExperimentCommand::Gm {
             runs,
             particles,

@@ -1,0 +1,346 @@
+//! `diffsmc demo` and `diffsmc filter` (linear Gaussian state-space model).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use diffsmc::{ResamplerSpec, Smc, SmcConfig, SmcOutput, Trigger};
+use diffsmc_lgssm::Lgssm;
+use serde_json::json;
+
+use crate::data::read_csv;
+use crate::error::CliError;
+use crate::output::{check_writable, num, write_json};
+use crate::plot::{Band, Chart, Series, Style};
+
+/// Arguments of `diffsmc demo`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Example:\n  diffsmc demo --seed 3 --out demo.svg")]
+pub struct DemoArgs {
+    /// Seed of the simulation and the filter.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Number of particles.
+    #[arg(long, default_value_t = 1024)]
+    pub particles: usize,
+    /// Where to draw the plot. If the file exists (and --force is not given) the next free
+    /// name demo-1.svg, demo-2.svg, … is used instead, so nothing is overwritten.
+    #[arg(long, default_value = "demo.svg")]
+    pub out: PathBuf,
+}
+
+/// `path`, or the first of `stem-1.ext`, `stem-2.ext`, … that does not exist.
+fn free_name(path: &Path) -> PathBuf {
+    if !path.exists() {
+        return path.to_path_buf();
+    }
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("out");
+    let ext = path.extension().and_then(|s| s.to_str()).unwrap_or("svg");
+    let dir = path.parent().unwrap_or(Path::new(""));
+    (1..)
+        .map(|k| dir.join(format!("{stem}-{k}.{ext}")))
+        .find(|p| !p.exists())
+        .expect("some name is free")
+}
+
+fn rmse(a: &[f64], b: &[f64]) -> f64 {
+    (a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f64>() / a.len() as f64).sqrt()
+}
+
+/// Runs the demo: simulate the paper LGSSM, filter it, compare with Kalman, plot.
+pub fn demo(args: &DemoArgs, force: bool) -> Result<(), CliError> {
+    let out_path = if force {
+        args.out.clone()
+    } else {
+        free_name(&args.out)
+    };
+    let theta = (0.5, 1.0);
+    let steps = 129;
+    let model = Lgssm::paper(theta.0, theta.1, 1)?;
+    let (xs, ys) = model.simulate(steps, args.seed);
+    let data = model.with_data(ys)?;
+
+    let t0 = Instant::now();
+    let config = SmcConfig::new(args.particles)?.with_filter_moments(true);
+    let pf: SmcOutput<f64> = Smc::new(config).run(
+        &diffsmc::Bootstrap(&data),
+        &diffsmc::resample::Systematic,
+        args.seed,
+    )?;
+    let pf_time = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let kf = data.kalman()?;
+    let kf_time = t1.elapsed().as_secs_f64();
+
+    let truth: Vec<f64> = xs.iter().map(|x| x[0]).collect();
+    let pf_mean: Vec<f64> = pf.filter_means.iter().map(|m| m[0]).collect();
+    let kf_mean: Vec<f64> = kf.filter_means.iter().map(|m| m[0]).collect();
+    let kf_sd: Vec<f64> = kf.filter_covs.iter().map(|c| c[0].sqrt()).collect();
+
+    println!(
+        "diffsmc demo: linear Gaussian SSM, d = 1, θ = (0.5, 1.0), {steps} observations, seed {}",
+        args.seed
+    );
+    println!();
+    println!("  {:<34} {:>14} {:>12}", "", "log-likelihood", "time (ms)");
+    println!(
+        "  {:<34} {:>14.4} {:>12.3}",
+        format!("particle filter (N = {}, systematic)", args.particles),
+        pf.log_likelihood,
+        pf_time * 1e3
+    );
+    println!(
+        "  {:<34} {:>14.4} {:>12.3}",
+        "Kalman filter (exact)",
+        kf.log_likelihood,
+        kf_time * 1e3
+    );
+    println!();
+    println!(
+        "  filtering RMSE, PF mean vs Kalman mean: {:.5}",
+        rmse(&pf_mean, &kf_mean)
+    );
+    println!(
+        "  RMSE vs true states: PF {:.4}, Kalman {:.4}",
+        rmse(&pf_mean, &truth),
+        rmse(&kf_mean, &truth)
+    );
+
+    let t: Vec<f64> = (0..steps).map(|k| k as f64).collect();
+    let chart = Chart {
+        title: format!(
+            "Linear Gaussian SSM: particle filter (N = {}) vs Kalman",
+            args.particles
+        ),
+        x_label: "time step".into(),
+        y_label: "state".into(),
+        series: vec![
+            Series {
+                name: "true state".into(),
+                points: t.iter().copied().zip(truth.iter().copied()).collect(),
+                style: Style::Points,
+                color: 6,
+            },
+            Series {
+                name: "Kalman mean".into(),
+                points: t.iter().copied().zip(kf_mean.iter().copied()).collect(),
+                style: Style::Line,
+                color: 0,
+            },
+            Series {
+                name: "particle filter mean".into(),
+                points: t.iter().copied().zip(pf_mean.iter().copied()).collect(),
+                style: Style::Line,
+                color: 1,
+            },
+        ],
+        bands: vec![Band {
+            name: "Kalman mean ± 2 sd".into(),
+            points: (0..steps)
+                .map(|k| {
+                    (
+                        t[k],
+                        kf_mean[k] - 2.0 * kf_sd[k],
+                        kf_mean[k] + 2.0 * kf_sd[k],
+                    )
+                })
+                .collect(),
+            color: 0,
+        }],
+        log_y: false,
+    };
+    chart.draw_svg(&out_path)?;
+    println!();
+    println!("  plot written to {}", out_path.display());
+    Ok(())
+}
+
+/// Arguments of `diffsmc filter`.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Example:\n  diffsmc filter --model lgssm --theta 0.5,1.0 --data ys.csv --particles 1024 \\\n      --resampler systematic --trigger ess:0.5 --seed 1 --kalman --json out.json --plot out.svg"
+)]
+pub struct FilterArgs {
+    /// Model: `lgssm` (the paper's linear Gaussian SSM in the data's dimension).
+    #[arg(long, default_value = "lgssm")]
+    pub model: String,
+    /// Parameters, comma-separated (lgssm: θ1,θ2).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0.5,1.0",
+        allow_hyphen_values = true
+    )]
+    pub theta: Vec<f64>,
+    /// Observations: CSV, one row per time step, one column per dimension, optional header;
+    /// an empty or NaN cell is a missing value.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Number of particles.
+    #[arg(long, default_value_t = 1024)]
+    pub particles: usize,
+    /// Resampler spec (systematic, multinomial, …, diffusion:…, ot:…, gumbel:…, soft:…).
+    #[arg(long, default_value = "systematic")]
+    pub resampler: ResamplerSpec,
+    /// When to resample: `always`, `never` or `ess:FRAC`.
+    #[arg(long, default_value = "always")]
+    pub trigger: Trigger,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Also run the exact Kalman filter.
+    #[arg(long)]
+    pub kalman: bool,
+    /// Write the results as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Plot the filtering means (and the Kalman band with --kalman) as SVG.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+}
+
+/// Runs `diffsmc filter`.
+pub fn filter(args: &FilterArgs, force: bool) -> Result<(), CliError> {
+    if args.model != "lgssm" {
+        return Err(CliError::flag(
+            "model",
+            format!("unknown model `{}`; expected `lgssm`", args.model),
+        ));
+    }
+    if args.theta.len() != 2 {
+        return Err(CliError::flag(
+            "theta",
+            format!("lgssm takes 2 parameters θ1,θ2; got {}", args.theta.len()),
+        ));
+    }
+    for p in [&args.json, &args.plot].into_iter().flatten() {
+        check_writable(p, force)?;
+    }
+    let obs = read_csv(&args.data)?;
+    let d = obs.dim();
+    let model = Lgssm::paper(args.theta[0], args.theta[1], d)?;
+    let data = model.with_data(obs.values.clone())?;
+    let config = SmcConfig::new(args.particles)?
+        .with_trigger(args.trigger)?
+        .with_filter_moments(true);
+    let resampler = args.resampler.build::<f64>()?;
+    let t0 = Instant::now();
+    let pf: SmcOutput<f64> =
+        Smc::new(config).run(&diffsmc::Bootstrap(&data), &resampler, args.seed)?;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let kf = if args.kalman {
+        Some(data.kalman()?)
+    } else {
+        None
+    };
+    let non_converged = pf.resampler_converged.iter().filter(|c| !**c).count();
+
+    println!(
+        "filter: lgssm d = {d}, {} steps, N = {}, resampler {}, trigger {:?}",
+        obs.len(),
+        args.particles,
+        args.resampler,
+        args.trigger
+    );
+    println!(
+        "  log-likelihood (particle filter) {:.6}",
+        pf.log_likelihood
+    );
+    if let Some(kf) = &kf {
+        println!(
+            "  log-likelihood (Kalman)          {:.6}",
+            kf.log_likelihood
+        );
+    }
+    println!(
+        "  resampled at {} of {} steps; {:.3} ms",
+        pf.n_resampled(),
+        obs.len(),
+        elapsed * 1e3
+    );
+    if non_converged > 0 {
+        eprintln!("warning: the resampler did not converge at {non_converged} steps");
+    }
+    if let Some(p) = &args.json {
+        let v = json!({
+            "model": "lgssm",
+            "theta": args.theta,
+            "data": args.data.display().to_string(),
+            "particles": args.particles,
+            "resampler": args.resampler.to_string(),
+            "trigger": format!("{:?}", args.trigger),
+            "seed": args.seed,
+            "steps": obs.len(),
+            "log_likelihood": num(pf.log_likelihood),
+            "kalman_log_likelihood": kf.as_ref().map(|k| num(k.log_likelihood)),
+            "resampled_steps": pf.n_resampled(),
+            "resampled": pf.resampled,
+            "resampler_converged": pf.resampler_converged,
+            "ess": pf.ess,
+            "log_likelihood_increments": pf.log_likelihood_increments,
+            "filter_mean": pf.filter_means,
+            "filter_cov": pf.filter_covs,
+            "kalman_filter_mean": kf.as_ref().map(|k| k.filter_means.clone()),
+            "seconds": elapsed,
+        });
+        write_json(p, &v, force)?;
+    }
+    if let Some(p) = &args.plot {
+        let t: Vec<f64> = (0..obs.len()).map(|k| k as f64).collect();
+        let mut series = vec![Series {
+            name: "particle filter mean (dim 0)".into(),
+            points: t
+                .iter()
+                .copied()
+                .zip(pf.filter_means.iter().map(|m| m[0]))
+                .collect(),
+            style: Style::Line,
+            color: 1,
+        }];
+        series.push(Series {
+            name: "observation (dim 0)".into(),
+            points: t
+                .iter()
+                .copied()
+                .zip(obs.values.iter().map(|y| y[0]))
+                .collect(),
+            style: Style::Points,
+            color: 6,
+        });
+        let mut bands = Vec::new();
+        if let Some(kf) = &kf {
+            series.push(Series {
+                name: "Kalman mean (dim 0)".into(),
+                points: t
+                    .iter()
+                    .copied()
+                    .zip(kf.filter_means.iter().map(|m| m[0]))
+                    .collect(),
+                style: Style::Line,
+                color: 0,
+            });
+            bands.push(Band {
+                name: "Kalman ± 2 sd".into(),
+                points: kf
+                    .filter_means
+                    .iter()
+                    .zip(&kf.filter_covs)
+                    .enumerate()
+                    .map(|(k, (m, c))| {
+                        (k as f64, m[0] - 2.0 * c[0].sqrt(), m[0] + 2.0 * c[0].sqrt())
+                    })
+                    .collect(),
+                color: 0,
+            });
+        }
+        Chart {
+            title: format!("Filtering means, {}", args.resampler),
+            x_label: "time step".into(),
+            y_label: "state".into(),
+            series,
+            bands,
+            log_y: false,
+        }
+        .draw_svg(p)?;
+    }
+    Ok(())
+}
