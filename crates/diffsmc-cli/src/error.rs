@@ -43,6 +43,9 @@ pub enum CliError {
     /// The Gaussian-mixture problem reported an error.
     #[error(transparent)]
     Gm(#[from] diffsmc_gaussian_mixture::GmError),
+    /// An optimiser was misconfigured.
+    #[error(transparent)]
+    Optim(#[from] diffsmc_optim::OptimError),
     /// Plotting failed.
     #[error("plot {path}: {message}")]
     Plot {

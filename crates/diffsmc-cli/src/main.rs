@@ -4,7 +4,9 @@ mod bench;
 mod data;
 mod error;
 mod experiment_gm;
+mod fit;
 mod lgssm_cmd;
+mod optimise;
 mod output;
 mod plot;
 mod progress;
@@ -39,6 +41,8 @@ enum Command {
     Demo(lgssm_cmd::DemoArgs),
     /// Run a particle filter on observations from a CSV file.
     Filter(lgssm_cmd::FilterArgs),
+    /// Estimate parameters by maximising the particle-filter likelihood.
+    Fit(fit::FitArgs),
     /// Time the engine's hot paths.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -115,6 +119,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Demo(a) => lgssm_cmd::demo(&a, cli.force),
         Command::Filter(a) => lgssm_cmd::filter(&a, cli.force),
+        Command::Fit(a) => fit::fit(&a, cli.quiet, cli.force),
         Command::Experiment(ExperimentCommand::Gm {
             runs,
             particles,
