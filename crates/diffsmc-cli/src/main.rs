@@ -4,6 +4,7 @@ mod bench;
 mod data;
 mod error;
 mod experiment_gm;
+mod experiment_lgssm;
 mod fit;
 mod lgssm_cmd;
 mod optimise;
@@ -53,6 +54,39 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum ExperimentCommand {
+    /// Linear Gaussian SSM: loss-landscape error against Kalman, filtering KL, and L-BFGS
+    /// parameter estimation from θ + 1.
+    ///
+    /// Example: diffsmc experiment lgssm --runs 100 --particles 32 --resampler diffusion:T=2,K=8,integrator=jentzen-kloeden,sde --grid 32 --json lgssm.json --plot landscape.svg
+    Lgssm {
+        /// Independent runs (each with new data).
+        #[arg(long, default_value_t = 100)]
+        runs: usize,
+        /// Particles.
+        #[arg(long, default_value_t = 32)]
+        particles: usize,
+        /// Resampler spec.
+        #[arg(long, default_value = "multinomial")]
+        resampler: ResamplerSpec,
+        /// Grid points per axis of the loss landscape on [θ1 ± 0.1] × [θ2 ± 0.1] (0 skips it).
+        #[arg(long, default_value_t = 128)]
+        grid: usize,
+        /// State dimension.
+        #[arg(long, default_value_t = 1)]
+        dim: usize,
+        /// L-BFGS iteration cap.
+        #[arg(long, default_value_t = 100)]
+        iterations: usize,
+        /// Seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Write per-run results and the summary as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Draw the Kalman and PF NLL surfaces of run 0 as SVG.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+    },
     /// Gaussian-mixture importance resampling: sliced Wasserstein distance and squared error
     /// of the mean against the exact posterior.
     ///
@@ -120,6 +154,115 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Demo(a) => lgssm_cmd::demo(&a, cli.force),
         Command::Filter(a) => lgssm_cmd::filter(&a, cli.force),
         Command::Fit(a) => fit::fit(&a, cli.quiet, cli.force),
+        Command::Experiment(ExperimentCommand::Lgssm {
+            runs,
+            particles,
+            resampler,
+            grid,
+            dim,
+            iterations,
+            seed,
+            json,
+            plot,
+        }) => {
+            for p in [&json, &plot].into_iter().flatten() {
+                output::check_writable(p, cli.force)?;
+            }
+            if plot.is_some() && grid == 0 {
+                return Err(CliError::flag(
+                    "plot",
+                    "needs a landscape: pass --grid N with N > 0",
+                ));
+            }
+            let settings = experiment_lgssm::LgssmSettings {
+                runs,
+                particles,
+                resampler,
+                grid,
+                dim,
+                iterations,
+                seed,
+            };
+            let pb = progress::bar(runs as u64, "lgssm runs", cli.quiet);
+            let (v, landscape) = experiment_lgssm::run(&settings, &pb)?;
+            pb.finish_and_clear();
+            let sm = &v["summary"];
+            let f = |k: &str, q: &str| sm[k][q].as_f64().unwrap_or(f64::NAN);
+            println!(
+                "lgssm  resampler {}  N={}  runs={}  grid={}",
+                settings.resampler, particles, runs, grid
+            );
+            println!(
+                "  loss_error     {:.4} ± {:.4}",
+                f("loss_error", "mean"),
+                f("loss_error", "std")
+            );
+            println!(
+                "  filtering_kl   {:.5} ± {:.5}  (2·KL {:.5})",
+                f("filtering_kl", "mean"),
+                f("filtering_kl", "std"),
+                f("filtering_kl2", "mean")
+            );
+            println!(
+                "  param_error    {:.4} ± {:.4} over {} successful runs of {}",
+                f("param_error_successful", "mean"),
+                f("param_error_successful", "std"),
+                sm["successes"],
+                runs
+            );
+            if v["resampler_non_converged_steps"].as_u64().unwrap_or(0) > 0 {
+                eprintln!(
+                    "warning: the resampler did not converge at {} steps",
+                    v["resampler_non_converged_steps"]
+                );
+            }
+            if let Some(p) = &json {
+                output::write_json(p, &v, cli.force)?;
+            }
+            if let (Some(p), Some((kf, pf))) = (&plot, landscape) {
+                let a1 = experiment_lgssm::axis(experiment_lgssm::THETA[0], grid);
+                let a2 = experiment_lgssm::axis(experiment_lgssm::THETA[1], grid);
+                let argmin = |g: &Vec<Vec<f64>>| {
+                    let mut best = (0, 0, f64::INFINITY);
+                    for (i, row) in g.iter().enumerate() {
+                        for (j, &v) in row.iter().enumerate() {
+                            if v < best.2 {
+                                best = (i, j, v);
+                            }
+                        }
+                    }
+                    (a1[best.0], a2[best.1])
+                };
+                let panel = |title: String, g: Vec<Vec<f64>>| {
+                    let (mx, my) = argmin(&g);
+                    plot::Heatmap {
+                        title,
+                        xs: a1.clone(),
+                        ys: a2.clone(),
+                        values: g,
+                        marks: vec![
+                            (
+                                "true θ".into(),
+                                experiment_lgssm::THETA[0],
+                                experiment_lgssm::THETA[1],
+                                6,
+                            ),
+                            ("minimum".into(), mx, my, 1),
+                        ],
+                        x_label: "θ1".into(),
+                        y_label: "θ2".into(),
+                    }
+                };
+                plot::draw_heatmaps(
+                    p,
+                    &[
+                        panel("Kalman NLL (run 0)".into(), kf),
+                        panel(format!("PF NLL, {} (run 0)", settings.resampler), pf),
+                    ],
+                )?;
+            }
+            Ok(())
+        }
         Command::Experiment(ExperimentCommand::Gm {
             runs,
             particles,

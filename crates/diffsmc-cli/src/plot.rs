@@ -212,3 +212,114 @@ impl Chart {
         Ok(())
     }
 }
+
+/// A heat map of `values[i][j]` at `(xs[i], ys[j])` with marked points.
+#[derive(Debug, Clone)]
+pub struct Heatmap {
+    /// Panel title.
+    pub title: String,
+    /// Grid x coordinates (increasing).
+    pub xs: Vec<f64>,
+    /// Grid y coordinates (increasing).
+    pub ys: Vec<f64>,
+    /// `values[i][j]` at `(xs[i], ys[j])`.
+    pub values: Vec<Vec<f64>>,
+    /// Marked points: (label, x, y, palette index).
+    pub marks: Vec<(String, f64, f64, usize)>,
+    /// X axis label.
+    pub x_label: String,
+    /// Y axis label.
+    pub y_label: String,
+}
+
+fn viridis(t: f64) -> RGBColor {
+    // A few anchor points of the viridis colour map, linearly interpolated.
+    const A: [(f64, f64, f64); 5] = [
+        (68.0, 1.0, 84.0),
+        (59.0, 82.0, 139.0),
+        (33.0, 145.0, 140.0),
+        (94.0, 201.0, 98.0),
+        (253.0, 231.0, 37.0),
+    ];
+    let t = if t.is_finite() {
+        t.clamp(0.0, 1.0)
+    } else {
+        1.0
+    };
+    let x = t * 4.0;
+    let i = (x.floor() as usize).min(3);
+    let f = x - i as f64;
+    let c = |a: f64, b: f64| (a + (b - a) * f).round() as u8;
+    RGBColor(
+        c(A[i].0, A[i + 1].0),
+        c(A[i].1, A[i + 1].1),
+        c(A[i].2, A[i + 1].2),
+    )
+}
+
+/// Draws heat maps side by side into one SVG (colours scaled per panel; the caller checks
+/// overwriting).
+pub fn draw_heatmaps(path: &Path, panels: &[Heatmap]) -> Result<(), CliError> {
+    let w = 520 * panels.len().max(1) as u32;
+    let root = SVGBackend::new(path, (w, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| perr(path, e))?;
+    let areas = root.split_evenly((1, panels.len().max(1)));
+    for (area, h) in areas.iter().zip(panels) {
+        draw_heatmap(area, h).map_err(|e| perr(path, e))?;
+    }
+    root.present().map_err(|e| perr(path, e))?;
+    Ok(())
+}
+
+fn draw_heatmap<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    h: &Heatmap,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let (nx, ny) = (h.xs.len(), h.ys.len());
+    if nx == 0 || ny == 0 {
+        return Ok(());
+    }
+    let dx = if nx > 1 { h.xs[1] - h.xs[0] } else { 1.0 };
+    let dy = if ny > 1 { h.ys[1] - h.ys[0] } else { 1.0 };
+    let (x0, x1) = (h.xs[0] - dx / 2.0, h.xs[nx - 1] + dx / 2.0);
+    let (y0, y1) = (h.ys[0] - dy / 2.0, h.ys[ny - 1] + dy / 2.0);
+    let finite = h.values.iter().flatten().copied().filter(|v| v.is_finite());
+    let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+        (a.min(v), b.max(v))
+    });
+    let span = if hi > lo { hi - lo } else { 1.0 };
+    let mut chart = ChartBuilder::on(area)
+        .caption(&h.title, ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(x0..x1, y0..y1)?;
+    chart
+        .configure_mesh()
+        .x_desc(&h.x_label)
+        .y_desc(&h.y_label)
+        .disable_mesh()
+        .draw()?;
+    chart.draw_series(h.xs.iter().enumerate().flat_map(|(i, &x)| {
+        h.ys.iter().enumerate().map(move |(j, &y)| {
+            let c = viridis((h.values[i][j] - lo) / span);
+            Rectangle::new(
+                [(x - dx / 2.0, y - dy / 2.0), (x + dx / 2.0, y + dy / 2.0)],
+                c.filled(),
+            )
+        })
+    }))?;
+    for (label, x, y, ci) in &h.marks {
+        let c = color(*ci);
+        chart
+            .draw_series(std::iter::once(Cross::new((*x, *y), 7, c.stroke_width(3))))?
+            .label(label.as_str())
+            .legend(move |(px, py)| Cross::new((px + 8, py), 5, c.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}

@@ -1,0 +1,290 @@
+//! `diffsmc experiment lgssm`: loss landscape error, filtering KL and L-BFGS parameter
+//! estimation on the paper's linear Gaussian model (Andersson & Zhao 2025, §LGSSM).
+
+use diffsmc::grad::value_and_gradient;
+use diffsmc::rng::derive_seed;
+use diffsmc::{Bootstrap, ResamplerSpec, Smc, SmcConfig, SmcOutput};
+use diffsmc_lgssm::{Lgssm, PaperParams};
+use nalgebra::{DMatrix, DVector};
+use rayon::prelude::*;
+use serde_json::json;
+
+use crate::error::CliError;
+use crate::optimise::{OptimSettings, OptimizerKind, minimise};
+use crate::output::{num, summary};
+
+/// The true parameters of the experiment.
+pub const THETA: [f64; 2] = [0.5, 1.0];
+/// Observations per run.
+pub const STEPS: usize = 129;
+
+/// Settings of the LGSSM experiment.
+#[derive(Debug, Clone)]
+pub struct LgssmSettings {
+    /// Independent runs (each new data).
+    pub runs: usize,
+    /// Particles.
+    pub particles: usize,
+    /// Resampler.
+    pub resampler: ResamplerSpec,
+    /// Grid points per axis of the loss landscape (0 skips the landscape).
+    pub grid: usize,
+    /// State dimension.
+    pub dim: usize,
+    /// L-BFGS iteration cap.
+    pub iterations: usize,
+    /// Seed.
+    pub seed: u64,
+}
+
+/// KL(N(m1, S1) ‖ N(m2, S2)) for row-major covariances; NaN if S2 is not positive definite.
+pub fn gaussian_kl(m1: &[f64], s1: &[f64], m2: &[f64], s2: &[f64]) -> f64 {
+    let d = m1.len();
+    let s1m = DMatrix::from_row_slice(d, d, s1);
+    let s2m = DMatrix::from_row_slice(d, d, s2);
+    let (Some(c1), Some(c2)) = (s1m.clone().cholesky(), s2m.cholesky()) else {
+        return f64::NAN;
+    };
+    let diff = DVector::from_column_slice(m2) - DVector::from_column_slice(m1);
+    let tr = c2.solve(&s1m).trace();
+    let quad = diff.dot(&c2.solve(&diff));
+    let logdet = |l: &DMatrix<f64>| 2.0 * l.diagonal().iter().map(|v| v.ln()).sum::<f64>();
+    0.5 * (tr + quad - d as f64 + logdet(&c2.l()) - logdet(&c1.l()))
+}
+
+/// The grid of one axis: `n` points evenly on `[c − 0.1, c + 0.1]`.
+pub fn axis(c: f64, n: usize) -> Vec<f64> {
+    if n == 1 {
+        return vec![c];
+    }
+    (0..n)
+        .map(|k| c - 0.1 + 0.2 * k as f64 / (n - 1) as f64)
+        .collect()
+}
+
+/// Results of one run.
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    /// sqrt(mean over the grid of (NLL_Kalman − NLL_PF)²); NaN without a grid.
+    pub loss_error: f64,
+    /// Mean over steps of KL(Kalman filter ‖ Gaussian fit of the particles).
+    pub filtering_kl: f64,
+    /// L-BFGS estimate.
+    pub theta_hat: Vec<f64>,
+    /// L-BFGS converged.
+    pub converged: bool,
+    /// |θ̂ − θ|.
+    pub param_error: f64,
+    /// Converged, moved from the start, and param_error < 1.9.
+    pub success: bool,
+    /// Landscapes (Kalman, PF) for plotting: `[i][j]` at `(θ1_i, θ2_j)`.
+    pub landscapes: Option<(Vec<Vec<f64>>, Vec<Vec<f64>>)>,
+    /// Resampler non-convergence count over all filter runs of this run.
+    pub non_converged: usize,
+}
+
+/// One run of the experiment.
+pub fn one_run(s: &LgssmSettings, run: usize, keep_landscape: bool) -> Result<RunResult, CliError> {
+    let seed = derive_seed(s.seed, run as u64);
+    let model = Lgssm::paper(THETA[0], THETA[1], s.dim)?;
+    let (_, ys) = model.simulate(STEPS, seed);
+    let pf_seed = derive_seed(seed, 1);
+    let smc = SmcConfig::new(s.particles)?;
+    let r = s.resampler.build::<f64>()?;
+    let smc_runner = Smc::new(smc.clone());
+    let mut non_converged = 0;
+
+    // (i) Loss landscape error, one seed at every grid point.
+    let (loss_error, landscapes) = if s.grid > 0 {
+        let a1 = axis(THETA[0], s.grid);
+        let a2 = axis(THETA[1], s.grid);
+        let cells: Vec<Result<(f64, f64, usize), CliError>> = (0..s.grid * s.grid)
+            .into_par_iter()
+            .map(|k| {
+                let (i, j) = (k / s.grid, k % s.grid);
+                let data = Lgssm::paper(a1[i], a2[j], s.dim)?.with_data(ys.clone())?;
+                let kf = -data.kalman()?.log_likelihood;
+                let pf: SmcOutput<f64> = smc_runner.run(&Bootstrap(&data), &r, pf_seed)?;
+                let nc = pf.resampler_converged.iter().filter(|c| !**c).count();
+                Ok((kf, -pf.log_likelihood, nc))
+            })
+            .collect();
+        let mut kf_grid = vec![vec![0.0; s.grid]; s.grid];
+        let mut pf_grid = vec![vec![0.0; s.grid]; s.grid];
+        let mut sq = 0.0;
+        for (k, c) in cells.into_iter().enumerate() {
+            let (kf, pf, nc) = c?;
+            non_converged += nc;
+            kf_grid[k / s.grid][k % s.grid] = kf;
+            pf_grid[k / s.grid][k % s.grid] = pf;
+            sq += (kf - pf) * (kf - pf);
+        }
+        let le = (sq / (s.grid * s.grid) as f64).sqrt();
+        (le, keep_landscape.then_some((kf_grid, pf_grid)))
+    } else {
+        (f64::NAN, None)
+    };
+
+    // (ii) Filtering KL at the true θ.
+    let data = model.with_data(ys.clone())?;
+    let kf = data.kalman()?;
+    let pf: SmcOutput<f64> =
+        Smc::new(smc.clone().with_filter_moments(true)).run(&Bootstrap(&data), &r, pf_seed)?;
+    let kls: Vec<f64> = (0..STEPS)
+        .map(|t| {
+            gaussian_kl(
+                &kf.filter_means[t],
+                &kf.filter_covs[t],
+                &pf.filter_means[t],
+                &pf.filter_covs[t],
+            )
+        })
+        .collect();
+    let filtering_kl = kls.iter().sum::<f64>() / STEPS as f64;
+
+    // (iii) L-BFGS on the PF NLL from θ + 1, common random numbers.
+    let params = PaperParams::new(s.dim, ys)?;
+    let start = [THETA[0] + 1.0, THETA[1] + 1.0];
+    let settings = OptimSettings {
+        kind: OptimizerKind::Lbfgs,
+        lr: 0.0,
+        iterations: s.iterations,
+        clip: None,
+    };
+    let fit = minimise(
+        &settings,
+        &start,
+        |th: &[f64]| {
+            value_and_gradient(&params, th, &smc, &s.resampler, pf_seed)
+                .unwrap_or((f64::NAN, vec![f64::NAN; th.len()]))
+        },
+        |_| {},
+    )?;
+    let dist = |a: &[f64], b: &[f64]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y) * (x - y))
+            .sum::<f64>()
+            .sqrt()
+    };
+    let param_error = dist(&fit.theta, &THETA);
+    let moved = fit.iterations > 0 && dist(&fit.theta, &start) > 1e-6;
+    let success = fit.converged && moved && param_error < 1.9;
+    Ok(RunResult {
+        loss_error,
+        filtering_kl,
+        theta_hat: fit.theta,
+        converged: fit.converged,
+        param_error,
+        success,
+        landscapes,
+        non_converged,
+    })
+}
+
+/// Runs the experiment (runs in parallel).
+pub fn run(
+    s: &LgssmSettings,
+    pb: &indicatif::ProgressBar,
+) -> Result<(serde_json::Value, Option<(Vec<Vec<f64>>, Vec<Vec<f64>>)>), CliError> {
+    if s.runs == 0 {
+        return Err(CliError::flag("runs", "must be at least 1"));
+    }
+    if s.dim == 0 {
+        return Err(CliError::flag("dim", "must be at least 1"));
+    }
+    let results: Vec<Result<RunResult, CliError>> = (0..s.runs)
+        .into_par_iter()
+        .map(|k| {
+            let r = one_run(s, k, k == 0);
+            pb.inc(1);
+            r
+        })
+        .collect();
+    let mut runs = Vec::new();
+    let (mut le, mut kl, mut pe) = (Vec::new(), Vec::new(), Vec::new());
+    let mut successes = 0;
+    let mut landscape = None;
+    let mut non_converged = 0;
+    for (k, r) in results.into_iter().enumerate() {
+        let r = r?;
+        le.push(r.loss_error);
+        kl.push(r.filtering_kl);
+        if r.success {
+            successes += 1;
+            pe.push(r.param_error);
+        }
+        non_converged += r.non_converged;
+        runs.push(json!({
+            "run": k,
+            "loss_error": num(r.loss_error),
+            "filtering_kl": num(r.filtering_kl),
+            "filtering_kl2": num(2.0 * r.filtering_kl),
+            "theta_hat": r.theta_hat,
+            "converged": r.converged,
+            "param_error": num(r.param_error),
+            "success": r.success,
+        }));
+        if k == 0 {
+            landscape = r.landscapes;
+        }
+    }
+    let kl2: Vec<f64> = kl.iter().map(|v| 2.0 * v).collect();
+    let v = json!({
+        "experiment": "lgssm",
+        "resampler": s.resampler.to_string(),
+        "particles": s.particles,
+        "grid": s.grid,
+        "dim": s.dim,
+        "theta": THETA,
+        "steps": STEPS,
+        "seed": s.seed,
+        "runs": runs,
+        "resampler_non_converged_steps": non_converged,
+        "summary": {
+            "loss_error": summary(&le),
+            "filtering_kl": summary(&kl),
+            "filtering_kl2": summary(&kl2),
+            "param_error_successful": summary(&pe),
+            "successes": successes,
+            "runs": s.runs,
+        },
+        "landscape_run0": landscape.as_ref().map(|(k, p)| json!({
+            "theta1": axis(THETA[0], s.grid),
+            "theta2": axis(THETA[1], s.grid),
+            "kalman_nll": k,
+            "pf_nll": p,
+        })),
+    });
+    Ok((v, landscape))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kl_of_known_gaussians() {
+        // KL(N(0,1) ‖ N(1,2)) = ½(1/2 + 1/2 − 1 + ln 2) = ½ ln 2.
+        let v = gaussian_kl(&[0.0], &[1.0], &[1.0], &[2.0]);
+        assert!((v - 0.5 * 2f64.ln()).abs() < 1e-14);
+        assert_eq!(
+            gaussian_kl(
+                &[0.0, 1.0],
+                &[1.0, 0.2, 0.2, 1.0],
+                &[0.0, 1.0],
+                &[1.0, 0.2, 0.2, 1.0]
+            ),
+            0.0
+        );
+        assert!(gaussian_kl(&[0.0], &[1.0], &[0.0], &[0.0]).is_nan());
+    }
+
+    #[test]
+    fn axis_spans_plus_minus_point_one() {
+        let a = axis(0.5, 5);
+        assert!(
+            (a[0] - 0.4).abs() < 1e-15 && (a[4] - 0.6).abs() < 1e-15 && (a[2] - 0.5).abs() < 1e-15
+        );
+    }
+}
