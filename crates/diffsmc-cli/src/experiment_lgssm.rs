@@ -62,6 +62,9 @@ pub fn axis(c: f64, n: usize) -> Vec<f64> {
         .collect()
 }
 
+/// NLL surfaces over the grid: (Kalman, particle filter), `[i][j]` at `(θ1_i, θ2_j)`.
+pub type Landscapes = (Vec<Vec<f64>>, Vec<Vec<f64>>);
+
 /// Results of one run.
 #[derive(Debug, Clone)]
 pub struct RunResult {
@@ -78,7 +81,7 @@ pub struct RunResult {
     /// Converged, moved from the start, and param_error < 1.9.
     pub success: bool,
     /// Landscapes (Kalman, PF) for plotting: `[i][j]` at `(θ1_i, θ2_j)`.
-    pub landscapes: Option<(Vec<Vec<f64>>, Vec<Vec<f64>>)>,
+    pub landscapes: Option<Landscapes>,
     /// Resampler non-convergence count over all filter runs of this run.
     pub non_converged: usize,
 }
@@ -186,7 +189,7 @@ pub fn one_run(s: &LgssmSettings, run: usize, keep_landscape: bool) -> Result<Ru
 pub fn run(
     s: &LgssmSettings,
     pb: &indicatif::ProgressBar,
-) -> Result<(serde_json::Value, Option<(Vec<Vec<f64>>, Vec<Vec<f64>>)>), CliError> {
+) -> Result<(serde_json::Value, Option<Landscapes>), CliError> {
     if s.runs == 0 {
         return Err(CliError::flag("runs", "must be at least 1"));
     }
