@@ -148,3 +148,50 @@ pub fn resample(
         "all_converged": converged,
     }))
 }
+
+/// `diffsmc bench grad` and `diffsmc bench filter` on the paper LGSSM (d = 1, θ = (0.5, 1),
+/// 129 simulated observations): median seconds of one value-and-gradient and of the value
+/// alone.
+pub fn grad_lgssm(
+    spec: &ResamplerSpec,
+    n: usize,
+    seed: u64,
+    min_seconds: f64,
+    with_gradient: bool,
+) -> Result<serde_json::Value, CliError> {
+    use diffsmc::SmcConfig;
+    use diffsmc::grad::{value, value_and_gradient};
+    use diffsmc_lgssm::{Lgssm, PaperParams};
+    let (_, ys) = Lgssm::paper(0.5, 1.0, 1)?.simulate(129, seed);
+    let params = PaperParams::new(1, ys)?;
+    let smc = SmcConfig::new(n)?;
+    let theta = [0.5, 1.0];
+    let mut k = 0u64;
+    let value_times = time_runs(3, min_seconds, || {
+        k += 1;
+        value(&params, &theta, &smc, spec, k)?;
+        Ok(())
+    })?;
+    let grad_times = if with_gradient {
+        Some(time_runs(3, min_seconds, || {
+            k += 1;
+            value_and_gradient(&params, &theta, &smc, spec, k)?;
+            Ok(())
+        })?)
+    } else {
+        None
+    };
+    let value_median = median(value_times.clone());
+    let grad_median = grad_times.as_ref().map(|t| median(t.clone()));
+    Ok(json!({
+        "bench": if with_gradient { "grad" } else { "filter" },
+        "model": "lgssm",
+        "resampler": spec.to_string(),
+        "particles": n,
+        "steps": 129,
+        "median_seconds": grad_median.unwrap_or(value_median),
+        "value_median_seconds": value_median,
+        "gradient_median_seconds": grad_median,
+        "repetitions": grad_times.as_ref().map_or(value_times.len(), Vec::len),
+    }))
+}

@@ -121,6 +121,50 @@ enum ExperimentCommand {
 
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
+    /// Median time of one negative log-likelihood value-and-gradient (forward-mode duals) on
+    /// the paper LGSSM (129 steps), and of the value alone.
+    ///
+    /// Example: diffsmc bench grad --model lgssm --particles 32 --resampler diffusion:T=2,K=8 --json grad.json
+    Grad {
+        /// Model (`lgssm`).
+        #[arg(long, default_value = "lgssm")]
+        model: String,
+        /// Resampler spec.
+        #[arg(long, default_value = "systematic")]
+        resampler: ResamplerSpec,
+        /// Number of particles.
+        #[arg(long, default_value_t = 32)]
+        particles: usize,
+        /// Seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Minimum total measuring time in seconds.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+        /// Write the result as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Median time of one bootstrap particle filter run on the paper LGSSM (d = 1, 129 steps).
+    ///
+    /// Example: diffsmc bench filter --particles 16384 --resampler systematic
+    Filter {
+        /// Resampler spec.
+        #[arg(long, default_value = "systematic")]
+        resampler: ResamplerSpec,
+        /// Number of particles.
+        #[arg(long, default_value_t = 1024)]
+        particles: usize,
+        /// Seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Minimum total measuring time in seconds.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+        /// Write the result as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Median time of one resampling.
     ///
     /// Example: diffsmc bench resample --resampler diffusion:K=4 --particles 8192 --dim 8
@@ -305,6 +349,59 @@ fn run(cli: Cli) -> Result<(), CliError> {
                     v["non_converged_runs"]
                 );
             }
+            if let Some(p) = &json {
+                output::write_json(p, &v, cli.force)?;
+            }
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Grad {
+            model,
+            resampler,
+            particles,
+            seed,
+            seconds,
+            json,
+        }) => {
+            if model != "lgssm" {
+                return Err(CliError::flag(
+                    "model",
+                    format!("unknown model `{model}`; expected `lgssm`"),
+                ));
+            }
+            if let Some(p) = &json {
+                output::check_writable(p, cli.force)?;
+            }
+            let v = bench::grad_lgssm(&resampler, particles, seed, seconds, true)?;
+            println!(
+                "grad lgssm {} N={}: value+gradient median {:.6} s, value alone {:.6} s",
+                resampler,
+                particles,
+                v["median_seconds"].as_f64().unwrap_or(f64::NAN),
+                v["value_median_seconds"].as_f64().unwrap_or(f64::NAN)
+            );
+            if let Some(p) = &json {
+                output::write_json(p, &v, cli.force)?;
+            }
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Filter {
+            resampler,
+            particles,
+            seed,
+            seconds,
+            json,
+        }) => {
+            if let Some(p) = &json {
+                output::check_writable(p, cli.force)?;
+            }
+            let v = bench::grad_lgssm(&resampler, particles, seed, seconds, false)?;
+            println!(
+                "filter lgssm {} N={}: median {:.6} s over {} runs",
+                resampler,
+                particles,
+                v["median_seconds"].as_f64().unwrap_or(f64::NAN),
+                v["repetitions"]
+            );
             if let Some(p) = &json {
                 output::write_json(p, &v, cli.force)?;
             }
