@@ -196,10 +196,20 @@ impl IndexResampler for Ssp {
                 i = k + 2;
             }
         }
-        // Round-off can leave the total one short (or, in principle, off by more): settle the
+        // The loop leaves exactly one index unsettled (the other of `i`, `j` is `n`); it holds
+        // the remaining fractional mass, which is 0 or 1 up to round-off. When round-off leaves
+        // the total one short, that index is the one to round up. (The `xi` of settled indices
+        // are stale, so they must not be used to choose it: doing so could give an index
+        // already rounded up a second extra copy.)
+        let last = if i < n { i } else { j };
+        let mut total: usize = counts.iter().sum();
+        if total < m && last < n {
+            counts[last] += 1;
+            total += 1;
+        }
+        // Weights that do not sum to one could leave the total off by more: settle the
         // remainder on the largest leftover fractional parts, remove excess from the largest
         // counts, so the output always has exactly m particles.
-        let total: usize = counts.iter().sum();
         if total < m {
             let mut order: Vec<usize> = (0..n).collect();
             order.sort_by(|&a, &b| xi[b].total_cmp(&xi[a]));
