@@ -215,6 +215,9 @@ impl Smc {
         if steps == 0 {
             return Err(SmcError::invalid("model steps", 0, "at least one step"));
         }
+        if d == 0 {
+            return Err(SmcError::invalid("model dimension", 0, "at least 1"));
+        }
         let parallel = n >= self.config.parallel_min_particles;
         let moments = self.config.filter_moments;
         let ln_n = (n as f64).ln();
