@@ -448,6 +448,13 @@ fn records_have_one_entry_per_step() {
             assert_eq!(o.log_weights.len(), n);
             let lse = log_sum_exp(&o.log_weights);
             assert!(lse.abs() < 1e-12);
+            // The recorded ESS of the last step is that of the final normalised weights.
+            let e = diffsmc::ess(&o.log_weights);
+            assert!(
+                (o.ess[steps - 1] - e).abs() <= 1e-12 * e,
+                "{} vs {e}",
+                o.ess[steps - 1]
+            );
             match trigger {
                 Trigger::Always => {
                     assert!(o.resampled[1..].iter().all(|&r| r));
