@@ -2,10 +2,10 @@
 
 use crate::error::{Result, SmcError};
 use crate::model::FeynmanKac;
-use crate::particles::{Particles, ess, normalise_log_weights, weighted_mean_cov};
+use crate::particles::{Particles, weighted_mean_cov};
 use crate::resample::Resampler;
 use crate::rng::{Purpose, StreamKey};
-use crate::scalar::{Scalar, log_sum_exp};
+use crate::scalar::Scalar;
 
 /// When to resample.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -188,6 +188,46 @@ fn for_each_particle<S: Scalar>(
     }
 }
 
+/// `log Σ exp(lw)` and the ESS `(Σ w)² / Σ w²` (value part) from one pass of exponentials.
+///
+/// The log-sum-exp is computed with exactly the operations of [`crate::log_sum_exp`] (so it is
+/// bit-identical to it, on duals too); the ESS reuses the value parts of the same shifted
+/// exponentials, so it equals [`crate::ess`] of the normalised weights up to rounding. Any NaN
+/// gives a NaN log-sum-exp, all `-inf` gives `-inf`.
+fn log_sum_exp_and_ess<S: Scalar>(lw: &[S]) -> (S, f64) {
+    let mut imax = None;
+    let mut max = f64::NEG_INFINITY;
+    for (i, x) in lw.iter().enumerate() {
+        let r = x.re();
+        if r.is_nan() {
+            return (*x, f64::NAN);
+        }
+        if r > max {
+            max = r;
+            imax = Some(i);
+        }
+    }
+    let Some(imax) = imax else {
+        return (S::cst(f64::NEG_INFINITY), 0.0);
+    };
+    if max == f64::INFINITY {
+        return (lw[imax], f64::NAN);
+    }
+    let m = lw[imax];
+    let mut acc = S::zero();
+    let mut s2 = 0.0;
+    for x in lw {
+        if x.re() != f64::NEG_INFINITY {
+            let e = (*x - m).exp();
+            let er = e.re();
+            s2 += er * er;
+            acc += e;
+        }
+    }
+    let s1 = acc.re();
+    (m + acc.ln(), s1 * s1 / s2)
+}
+
 impl Smc {
     /// A sampler with this configuration.
     pub fn new(config: SmcConfig) -> Self {
@@ -214,6 +254,9 @@ impl Smc {
         let steps = model.n_steps();
         if steps == 0 {
             return Err(SmcError::invalid("model steps", 0, "at least one step"));
+        }
+        if d == 0 {
+            return Err(SmcError::invalid("model dimension", 0, "at least 1"));
         }
         let parallel = n >= self.config.parallel_min_particles;
         let moments = self.config.filter_moments;
@@ -242,12 +285,14 @@ impl Smc {
             });
         }
         let mut loglik = S::zero();
+        // ESS of the current normalised weights (the one recorded at the previous step).
+        let mut cur_ess = n as f64;
         for t in 0..steps {
             let mut resampled = false;
             let mut converged = true;
             if t > 0 {
                 // Decide on the value part of the current (normalised) weights.
-                if self.config.trigger.fires(ess(&lw), n) {
+                if self.config.trigger.fires(cur_ess, n) {
                     let info = resampler.resample(
                         &cur,
                         &lw,
@@ -272,19 +317,21 @@ impl Smc {
                     model.log_potential(t, xp, x)
                 });
             }
-            // Increment: previous weights normalised (uniform at t = 0).
-            let inc = if t == 0 {
-                log_sum_exp(&lw) - ln_n
-            } else {
-                log_sum_exp(&lw)
-            };
-            if !inc.re().is_finite() || lw.iter().any(|w| w.re().is_nan()) {
+            // Increment: previous weights normalised (uniform at t = 0). One pass of
+            // exponentials gives the increment, the normaliser and the ESS.
+            let (lse, step_ess) = log_sum_exp_and_ess(&lw);
+            if !lse.re().is_finite() {
+                // All weights -inf, or a NaN or +inf weight.
                 return Err(SmcError::DegenerateWeights { step: t });
             }
-            normalise_log_weights(&mut lw, t)?;
+            let inc = if t == 0 { lse - ln_n } else { lse };
+            for w in lw.iter_mut() {
+                *w -= lse;
+            }
+            cur_ess = step_ess;
             loglik += inc;
             out_inc.push(inc);
-            out_ess.push(ess(&lw));
+            out_ess.push(step_ess);
             out_res.push(resampled);
             out_conv.push(converged);
             if moments {

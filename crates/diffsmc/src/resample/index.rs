@@ -49,12 +49,13 @@ pub fn sorted_uniforms(rng: &mut StreamRng, out: &mut [f64]) {
     }
 }
 
-/// Inverse-CDF walk: for sorted points `u` in `[0, 1)`, the ancestor of each point.
-fn inverse_cdf(w: &[f64], u: &[f64], ancestors: &mut [usize]) {
+/// Inverse-CDF walk: for sorted points `u` in `[0, 1)`, the ancestor of each point. The
+/// points may be generated on the fly (no buffer needed for systematic/stratified points).
+fn inverse_cdf(w: &[f64], u: impl IntoIterator<Item = f64>, ancestors: &mut [usize]) {
     let n = w.len();
     let mut j = 0;
     let mut cum = w[0];
-    for (a, &ui) in ancestors.iter_mut().zip(u) {
+    for (a, ui) in ancestors.iter_mut().zip(u) {
         while ui >= cum && j + 1 < n {
             j += 1;
             cum += w[j];
@@ -96,7 +97,7 @@ impl IndexResampler for Multinomial {
     fn ancestors(&self, w: &[f64], key: StreamKey, ancestors: &mut [usize]) {
         let mut u = vec![0.0; ancestors.len()];
         sorted_uniforms(&mut key.rng(0), &mut u);
-        inverse_cdf(w, &u, ancestors);
+        inverse_cdf(w, u, ancestors);
     }
 }
 
@@ -107,8 +108,7 @@ impl IndexResampler for Systematic {
     fn ancestors(&self, w: &[f64], key: StreamKey, ancestors: &mut [usize]) {
         let m = ancestors.len();
         let u0 = uniform(&mut key.rng(0));
-        let u: Vec<f64> = (0..m).map(|i| (i as f64 + u0) / m as f64).collect();
-        inverse_cdf(w, &u, ancestors);
+        inverse_cdf(w, (0..m).map(|i| (i as f64 + u0) / m as f64), ancestors);
     }
 }
 
@@ -119,10 +119,11 @@ impl IndexResampler for Stratified {
     fn ancestors(&self, w: &[f64], key: StreamKey, ancestors: &mut [usize]) {
         let m = ancestors.len();
         let mut rng = key.rng(0);
-        let u: Vec<f64> = (0..m)
-            .map(|i| (i as f64 + uniform(&mut rng)) / m as f64)
-            .collect();
-        inverse_cdf(w, &u, ancestors);
+        inverse_cdf(
+            w,
+            (0..m).map(|i| (i as f64 + uniform(&mut rng)) / m as f64),
+            ancestors,
+        );
     }
 }
 
@@ -154,7 +155,7 @@ impl IndexResampler for Residual {
             }
             let mut u = vec![0.0; r];
             sorted_uniforms(&mut key.rng(0), &mut u);
-            inverse_cdf(&resid, &u, &mut ancestors[k..]);
+            inverse_cdf(&resid, u, &mut ancestors[k..]);
         }
     }
 }
@@ -196,10 +197,20 @@ impl IndexResampler for Ssp {
                 i = k + 2;
             }
         }
-        // Round-off can leave the total one short (or, in principle, off by more): settle the
+        // The loop leaves exactly one index unsettled (the other of `i`, `j` is `n`); it holds
+        // the remaining fractional mass, which is 0 or 1 up to round-off. When round-off leaves
+        // the total one short, that index is the one to round up. (The `xi` of settled indices
+        // are stale, so they must not be used to choose it: doing so could give an index
+        // already rounded up a second extra copy.)
+        let last = if i < n { i } else { j };
+        let mut total: usize = counts.iter().sum();
+        if total < m && last < n {
+            counts[last] += 1;
+            total += 1;
+        }
+        // Weights that do not sum to one could leave the total off by more: settle the
         // remainder on the largest leftover fractional parts, remove excess from the largest
         // counts, so the output always has exactly m particles.
-        let total: usize = counts.iter().sum();
         if total < m {
             let mut order: Vec<usize> = (0..n).collect();
             order.sort_by(|&a, &b| xi[b].total_cmp(&xi[a]));
@@ -243,7 +254,7 @@ impl IndexResampler for Killing {
             let mut u = vec![0.0; killed.len()];
             sorted_uniforms(&mut key.rng(1), &mut u);
             let mut new = vec![0; killed.len()];
-            inverse_cdf(w, &u, &mut new);
+            inverse_cdf(w, u, &mut new);
             for (&slot, a) in killed.iter().zip(new) {
                 ancestors[slot] = a;
             }
@@ -292,6 +303,14 @@ fn check_shapes<S: Scalar>(
 }
 
 fn copy_by_index<S: Scalar>(particles: &Particles<S>, ancestors: &[usize], out: &mut Particles<S>) {
+    if particles.dim() == 1 {
+        // One value per particle: a plain gather (a slice copy per particle would call memcpy).
+        let src = particles.as_slice();
+        for (o, &a) in out.as_mut_slice().iter_mut().zip(ancestors) {
+            *o = src[a];
+        }
+        return;
+    }
     for (i, &a) in ancestors.iter().enumerate() {
         out.particle_mut(i).copy_from_slice(particles.particle(a));
     }
