@@ -424,6 +424,11 @@ impl<S: Scalar> LgssmData<S> {
         }
         let dx = self.model.state_dim();
         let y = &self.ys[t];
+        if k == 1 && dx == 1 {
+            // Scalar fast path (the same arithmetic as the general path below).
+            let u = (S::cst(y[p.observed[0]]) - p.h[0] * x[0]) / p.chol[0];
+            return p.log_norm - u * u * 0.5;
+        }
         let whiten = |u: &mut [S]| {
             for (row, &i) in p.observed.iter().enumerate() {
                 let hx = p.h[row * dx..(row + 1) * dx]
@@ -464,6 +469,10 @@ impl<S: Scalar> StateSpaceModel<S> for LgssmData<S> {
         let lg = &self.model.lg;
         let dx = lg.state_dim();
         let a = lg.a_row_major();
+        if dx == 1 {
+            x[0] = a[0] * x_prev[0] + lg.chol_q()[0] * standard_normal(rng);
+            return;
+        }
         for i in 0..dx {
             x[i] = a[i * dx..(i + 1) * dx]
                 .iter()
