@@ -10,6 +10,7 @@ mod lgssm_cmd;
 mod optimise;
 mod output;
 mod plot;
+mod plot_cmd;
 mod progress;
 
 use std::path::PathBuf;
@@ -44,6 +45,8 @@ enum Command {
     Filter(lgssm_cmd::FilterArgs),
     /// Estimate parameters by maximising the particle-filter likelihood.
     Fit(fit::FitArgs),
+    /// Draw what experiment or fit JSON files hold (landscapes, traces, metric scatter).
+    Plot(plot_cmd::PlotArgs),
     /// Time the engine's hot paths.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -198,6 +201,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Demo(a) => lgssm_cmd::demo(&a, cli.force),
         Command::Filter(a) => lgssm_cmd::filter(&a, cli.force),
         Command::Fit(a) => fit::fit(&a, cli.quiet, cli.force),
+        Command::Plot(a) => plot_cmd::plot(&a, cli.force),
         Command::Experiment(ExperimentCommand::Lgssm {
             runs,
             particles,
@@ -266,44 +270,16 @@ fn run(cli: Cli) -> Result<(), CliError> {
             if let (Some(p), Some((kf, pf))) = (&plot, landscape) {
                 let a1 = experiment_lgssm::axis(experiment_lgssm::THETA[0], grid);
                 let a2 = experiment_lgssm::axis(experiment_lgssm::THETA[1], grid);
-                let argmin = |g: &Vec<Vec<f64>>| {
-                    let mut best = (0, 0, f64::INFINITY);
-                    for (i, row) in g.iter().enumerate() {
-                        for (j, &v) in row.iter().enumerate() {
-                            if v < best.2 {
-                                best = (i, j, v);
-                            }
-                        }
-                    }
-                    (a1[best.0], a2[best.1])
-                };
-                let panel = |title: String, g: Vec<Vec<f64>>| {
-                    let (mx, my) = argmin(&g);
-                    plot::Heatmap {
-                        title,
-                        xs: a1.clone(),
-                        ys: a2.clone(),
-                        values: g,
-                        marks: vec![
-                            (
-                                "true θ".into(),
-                                experiment_lgssm::THETA[0],
-                                experiment_lgssm::THETA[1],
-                                6,
-                            ),
-                            ("minimum".into(), mx, my, 1),
-                        ],
-                        x_label: "θ1".into(),
-                        y_label: "θ2".into(),
-                    }
-                };
-                plot::draw_heatmaps(
-                    p,
-                    &[
-                        panel("Kalman NLL (run 0)".into(), kf),
-                        panel(format!("PF NLL, {} (run 0)", settings.resampler), pf),
+                let panels = plot::landscape_panels(
+                    &a1,
+                    &a2,
+                    experiment_lgssm::THETA,
+                    [
+                        ("Kalman NLL (run 0)".into(), kf),
+                        (format!("PF NLL, {} (run 0)", settings.resampler), pf),
                     ],
-                )?;
+                );
+                plot::draw_heatmaps(p, &panels)?;
             }
             Ok(())
         }

@@ -71,6 +71,19 @@ pub fn color(i: usize) -> RGBColor {
     P[i % P.len()]
 }
 
+/// Short tick labels: up to 4 significant decimals, scientific outside [1e-2, 1e5).
+fn tick(v: &f64) -> String {
+    let a = v.abs();
+    if a == 0.0 {
+        "0".into()
+    } else if (1e-2..1e5).contains(&a) {
+        let s = format!("{v:.4}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        format!("{v:.1e}")
+    }
+}
+
 fn pad(lo: f64, hi: f64) -> (f64, f64) {
     if !(lo.is_finite() && hi.is_finite()) {
         return (0.0, 1.0);
@@ -140,6 +153,8 @@ impl Chart {
                 .configure_mesh()
                 .x_desc(&self.x_label)
                 .y_desc(&self.y_label)
+                .x_label_formatter(&tick)
+                .y_label_formatter(&tick)
                 .draw()?;
             self.draw_series(&mut chart)?;
             chart
@@ -153,6 +168,8 @@ impl Chart {
                 .configure_mesh()
                 .x_desc(&self.x_label)
                 .y_desc(&self.y_label)
+                .x_label_formatter(&tick)
+                .y_label_formatter(&tick)
                 .draw()?;
             self.draw_series(&mut chart)?;
             chart
@@ -322,4 +339,43 @@ fn draw_heatmap<DB: DrawingBackend>(
         .border_style(BLACK)
         .draw()?;
     Ok(())
+}
+
+/// The two panels of a loss landscape (Kalman and particle-filter NLL over a θ grid), each
+/// with the true θ and the surface's own minimum marked.
+pub fn landscape_panels(
+    theta1: &[f64],
+    theta2: &[f64],
+    truth: [f64; 2],
+    surfaces: [(String, Vec<Vec<f64>>); 2],
+) -> Vec<Heatmap> {
+    surfaces
+        .into_iter()
+        .map(|(title, values)| {
+            let mut best = (0, 0, f64::INFINITY);
+            for (i, row) in values.iter().enumerate() {
+                for (j, &v) in row.iter().enumerate() {
+                    if v < best.2 {
+                        best = (i, j, v);
+                    }
+                }
+            }
+            let (mx, my) = (
+                theta1.get(best.0).copied().unwrap_or(f64::NAN),
+                theta2.get(best.1).copied().unwrap_or(f64::NAN),
+            );
+            Heatmap {
+                title,
+                xs: theta1.to_vec(),
+                ys: theta2.to_vec(),
+                values,
+                marks: vec![
+                    ("true θ".into(), truth[0], truth[1], 6),
+                    ("minimum".into(), mx, my, 1),
+                ],
+                x_label: "θ1".into(),
+                y_label: "θ2".into(),
+            }
+        })
+        .collect()
 }

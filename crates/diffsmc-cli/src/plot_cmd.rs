@@ -1,0 +1,249 @@
+//! `diffsmc plot FILE.json… --out X.svg`: draws what experiment and fit JSON files hold.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::error::CliError;
+use crate::output::check_writable;
+use crate::plot::{Chart, Series, Style, draw_heatmaps, landscape_panels};
+
+/// Arguments of `diffsmc plot`.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  diffsmc plot gm-multinomial.json gm-diffusion.json --out gm.svg\n  diffsmc plot lgssm.json --out landscape.svg\n  diffsmc plot lv-diffusion.json lv-ot.json --out traces.svg"
+)]
+pub struct PlotArgs {
+    /// JSON files written by `diffsmc experiment …` or `diffsmc fit`; files of the same kind
+    /// are overlaid, one series per file (labelled by resampler).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// The SVG to write.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+fn load(path: &Path) -> Result<Value, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|e| CliError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    serde_json::from_str(&text).map_err(|e| CliError::Data {
+        file: path.display().to_string(),
+        line: e.line(),
+        message: format!("not valid JSON: {e}"),
+    })
+}
+
+fn kind(v: &Value) -> &str {
+    if let Some(k) = v["experiment"].as_str() {
+        k
+    } else if v.get("theta_hat").is_some() && v.get("loss_trace").is_some() {
+        "fit"
+    } else {
+        "unknown"
+    }
+}
+
+fn label(v: &Value, path: &Path) -> String {
+    v["resampler"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
+}
+
+/// Element-wise median of several traces (shorter traces end early).
+pub fn median_trace(traces: &[Vec<f64>]) -> Vec<f64> {
+    let len = traces.iter().map(Vec::len).max().unwrap_or(0);
+    (0..len)
+        .map(|k| {
+            let mut col: Vec<f64> = traces
+                .iter()
+                .filter_map(|t| t.get(k).copied())
+                .filter(|x| x.is_finite())
+                .collect();
+            col.sort_by(f64::total_cmp);
+            if col.is_empty() {
+                f64::NAN
+            } else if col.len() % 2 == 1 {
+                col[col.len() / 2]
+            } else {
+                0.5 * (col[col.len() / 2 - 1] + col[col.len() / 2])
+            }
+        })
+        .collect()
+}
+
+fn traces_of(v: &Value) -> Vec<Vec<f64>> {
+    let one = |t: &Value| t.as_array().map(|a| a.iter().map(f).collect::<Vec<f64>>());
+    if let Some(t) = one(&v["loss_trace"]) {
+        return vec![t];
+    }
+    v["runs"]
+        .as_array()
+        .map(|runs| runs.iter().filter_map(|r| one(&r["loss_trace"])).collect())
+        .unwrap_or_default()
+}
+
+/// Runs `diffsmc plot`.
+pub fn plot(args: &PlotArgs, force: bool) -> Result<(), CliError> {
+    check_writable(&args.out, force)?;
+    let docs: Vec<(PathBuf, Value)> = args
+        .files
+        .iter()
+        .map(|p| load(p).map(|v| (p.clone(), v)))
+        .collect::<Result<_, _>>()?;
+    let k0 = kind(&docs[0].1).to_string();
+    if let Some((p, v)) = docs.iter().find(|(_, v)| kind(v) != k0) {
+        return Err(CliError::Data {
+            file: p.display().to_string(),
+            line: 0,
+            message: format!(
+                "is a `{}` file; the first file is `{k0}`: plot files of one kind together",
+                kind(v)
+            ),
+        });
+    }
+    match k0.as_str() {
+        "gm" | "inverse-gm" => {
+            let series = docs
+                .iter()
+                .enumerate()
+                .map(|(i, (p, v))| Series {
+                    name: label(v, p),
+                    points: v["runs"]
+                        .as_array()
+                        .map(|r| {
+                            r.iter()
+                                .map(|r| (f(&r["swd"]), f(&r["mean_sq_error"])))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    style: Style::Points,
+                    color: i,
+                })
+                .collect();
+            Chart {
+                title: "Per-run sliced Wasserstein distance and squared error of the mean".into(),
+                x_label: "sliced W1 to exact posterior draws".into(),
+                y_label: "squared error of the mean".into(),
+                series,
+                bands: vec![],
+                log_y: true,
+            }
+            .draw_svg(&args.out)
+        }
+        "lgssm" => {
+            if docs.len() == 1 && !docs[0].1["landscape_run0"].is_null() {
+                let l = &docs[0].1["landscape_run0"];
+                let axis = |k: &str| {
+                    l[k].as_array()
+                        .map(|a| a.iter().map(f).collect::<Vec<_>>())
+                        .unwrap_or_default()
+                };
+                let grid = |k: &str| {
+                    l[k].as_array()
+                        .map(|rows| {
+                            rows.iter()
+                                .map(|r| {
+                                    r.as_array()
+                                        .map(|a| a.iter().map(f).collect())
+                                        .unwrap_or_default()
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                };
+                let truth = [f(&docs[0].1["theta"][0]), f(&docs[0].1["theta"][1])];
+                let label = docs[0].1["resampler"].as_str().unwrap_or("particle filter");
+                let panels = landscape_panels(
+                    &axis("theta1"),
+                    &axis("theta2"),
+                    truth,
+                    [
+                        ("Kalman NLL (run 0)".into(), grid("kalman_nll")),
+                        (format!("PF NLL, {label} (run 0)"), grid("pf_nll")),
+                    ],
+                );
+                draw_heatmaps(&args.out, &panels)
+            } else {
+                let series = docs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (p, v))| Series {
+                        name: label(v, p),
+                        points: v["runs"]
+                            .as_array()
+                            .map(|r| {
+                                r.iter()
+                                    .map(|r| (f(&r["loss_error"]), f(&r["filtering_kl"])))
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                        style: Style::Points,
+                        color: i,
+                    })
+                    .collect();
+                Chart {
+                    title: "LGSSM: per-run loss-landscape error and filtering KL".into(),
+                    x_label: "loss error (RMS NLL difference to Kalman)".into(),
+                    y_label: "filtering KL".into(),
+                    series,
+                    bands: vec![],
+                    log_y: true,
+                }
+                .draw_svg(&args.out)
+            }
+        }
+        "lotka-volterra" | "fit" => {
+            let series = docs
+                .iter()
+                .enumerate()
+                .map(|(i, (p, v))| {
+                    let m = median_trace(&traces_of(v));
+                    Series {
+                        name: format!("{} (median loss)", label(v, p)),
+                        points: m.iter().enumerate().map(|(k, &y)| (k as f64, y)).collect(),
+                        style: Style::Line,
+                        color: i,
+                    }
+                })
+                .collect();
+            Chart {
+                title: "Loss per iteration".into(),
+                x_label: "iteration".into(),
+                y_label: "negative log-likelihood".into(),
+                series,
+                bands: vec![],
+                log_y: false,
+            }
+            .draw_svg(&args.out)
+        }
+        other => Err(CliError::Data {
+            file: docs[0].0.display().to_string(),
+            line: 0,
+            message: format!(
+                "do not know how to plot a `{other}` file (expected an experiment or fit JSON)"
+            ),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_traces() {
+        let m = median_trace(&[
+            vec![1.0, 5.0, 9.0],
+            vec![3.0, 1.0],
+            vec![2.0, f64::NAN, 4.0],
+        ]);
+        assert_eq!(m, vec![2.0, 3.0, 6.5]);
+    }
+}
