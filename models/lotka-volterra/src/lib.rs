@@ -79,3 +79,8 @@ pub const N_STEPS: usize = 256;
 pub const DT: f64 = T_END / N_STEPS as f64;
 /// The maximal Poisson rate (the `5` of `λ = 5 / (1 + e^z)`).
 pub const RATE_SCALE: f64 = 5.0;
+
+/// The guide `docs/neural-ssm.md`, compiled and run as doctests so its code stays correct.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/neural-ssm.md")]
+pub struct NeuralSsmGuide;
