@@ -70,16 +70,6 @@ pub fn poisson_log_pmf_with<S: Scalar>(k: u64, rate: S, ln_k_factorial: f64) -> 
     rate.ln() * (k as f64) - rate - ln_k_factorial
 }
 
-/// `log(1 + e^z)` without overflow, in `f64`.
-#[inline]
-fn softplus(z: f64) -> f64 {
-    if z > 0.0 {
-        z + (-z).exp().ln_1p()
-    } else {
-        z.exp().ln_1p()
-    }
-}
-
 /// `log p(k | λ)` for the logistic rate `λ = scale / (1 + e^z)`, as a function of the logit
 /// `z` (of any scalar type), computed stably for every `z`: `log λ = log scale − softplus(z)`
 /// never underflows to `−inf` when `λ` does. On `f64` and first-order duals the value and the
@@ -102,16 +92,16 @@ pub fn logistic_poisson_log_pmf<S: Scalar>(k: u64, z: S, scale: f64, ln_k_factor
     lift(
         z,
         |z| {
-            // σ(z) and σ(−z) without cancellation.
+            // e = e^{−|z|} ∈ (0, 1]: σ(z), σ(−z) and log(1 + e^z) without cancellation.
+            let e = (-z.abs()).exp();
             let (s, sm) = if z >= 0.0 {
-                let e = (-z).exp();
                 (1.0 / (1.0 + e), e / (1.0 + e))
             } else {
-                let e = z.exp();
                 (e / (1.0 + e), 1.0 / (1.0 + e))
             };
+            let softplus = z.max(0.0) + e.ln_1p();
             let rate = scale * sm;
-            let log_rate = ln_scale - softplus(z);
+            let log_rate = ln_scale - softplus;
             let lp = if k == 0 {
                 -rate
             } else {
