@@ -1,5 +1,6 @@
 //! The neural state-space model: a learnt residual transition `x' = x + MLP([x, dW])·dt`.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use diffsmc::grad::Parametric;
@@ -19,8 +20,11 @@ pub const PREDICT_STREAM_TAG: u32 = 0x4c56_5052; // "LVPR"
 
 /// Scalar scratch kept on the stack for networks that need one (deeper than one hidden layer).
 const STACK_SCRATCH: usize = 128;
-/// `f64` work space kept on the stack (the 4 → 32 → 2 network needs 168).
-const STACK_WORK: usize = 256;
+
+thread_local! {
+    /// Per-thread `f64` work space of the network evaluation (grown once, then reused).
+    static WORK: RefCell<Vec<f64>> = const { RefCell::new(Vec::new()) };
+}
 
 /// The neural Lotka–Volterra family: transition `x' = x + MLP_θ([c, r, dW₁, dW₂])·dt` with
 /// `dW ~ N(0, dt I₂)` drawn as `f64` per particle and step, the Poisson observation model of
@@ -195,34 +199,34 @@ impl<S: Scalar> NeuralLvModel<S> {
     /// `x' = x + MLP_θ([x, dW])·dt` for given increments. Uses
     /// [`Mlp::forward_prepared`]: on `f64` the plain forward pass; on the duals of a chunked
     /// gradient an `f64` forward and backward pass plus a few dual operations for the
-    /// parameters of the chunk. Allocation-free when the network's scratch fits on the stack
-    /// (every network with one hidden layer of up to 50 units, and more).
+    /// parameters of the chunk. The `f64` work space is a per-thread buffer reused across
+    /// calls; the scalar scratch (needed only by networks with two or more hidden layers on
+    /// other than `f64` or the num-dual first-order types) lives on the stack up to
+    /// 128 scalars. So the step does not allocate for any network of practical size.
     #[inline]
     pub fn step(&self, x_prev: &[S], dw: [f64; 2], x: &mut [S]) {
         let dt = self.obs.dt();
         let input = [x_prev[0], x_prev[1], S::cst(dw[0]), S::cst(dw[1])];
         let mut f = [S::zero(); 2];
         let (need, need_f) = self.net.prepared_scratch_len();
-        let mut work_stack = [0.0_f64; STACK_WORK];
-        let mut work_heap = Vec::new();
-        let work: &mut [f64] = if need_f <= STACK_WORK {
-            &mut work_stack
-        } else {
-            work_heap.resize(need_f, 0.0);
-            &mut work_heap
-        };
-        if need == 0 {
-            self.net
-                .forward_prepared(&self.prep, &input, &mut f, &mut [], work);
-        } else if need <= STACK_SCRATCH {
-            let mut scratch = [S::zero(); STACK_SCRATCH];
-            self.net
-                .forward_prepared(&self.prep, &input, &mut f, &mut scratch, work);
-        } else {
-            let mut scratch = vec![S::zero(); need];
-            self.net
-                .forward_prepared(&self.prep, &input, &mut f, &mut scratch, work);
-        }
+        WORK.with_borrow_mut(|work| {
+            if work.len() < need_f {
+                work.resize(need_f, 0.0);
+            }
+            let work = &mut work[..need_f];
+            if need == 0 {
+                self.net
+                    .forward_prepared(&self.prep, &input, &mut f, &mut [], work);
+            } else if need <= STACK_SCRATCH {
+                let mut scratch = [S::zero(); STACK_SCRATCH];
+                self.net
+                    .forward_prepared(&self.prep, &input, &mut f, &mut scratch, work);
+            } else {
+                let mut scratch = vec![S::zero(); need];
+                self.net
+                    .forward_prepared(&self.prep, &input, &mut f, &mut scratch, work);
+            }
+        });
         x[0] = x_prev[0] + f[0] * dt;
         x[1] = x_prev[1] + f[1] * dt;
     }
