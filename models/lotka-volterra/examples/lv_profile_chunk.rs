@@ -1,7 +1,7 @@
 //! One particle-filter run of the neural Lotka–Volterra model (N = 64, 256 steps, systematic
 //! resampling) on one scalar type, single-threaded: a unit for profiling a gradient chunk,
 //! e.g. `valgrind --tool=callgrind target/release/examples/lv_profile_chunk 16`.
-//! Argument: `0` (f64), `1` (Dual64), `8` or `16` (`DualSVec64<N>` seeded on θ₀..θ_N).
+//! Argument: `0` (f64), `1` (Dual64), `8`, `16` or `32` (`DualSVec64<N>` seeded on θ₀..θ_N).
 
 use std::time::Instant;
 
@@ -52,6 +52,7 @@ fn main() -> Result<()> {
             run(&fam, &th, "Dual64")
         }
         16 => run(&fam, &seeded::<16>(&theta), "DualSVec64<16>"),
+        32 => run(&fam, &seeded::<32>(&theta), "DualSVec64<32>"),
         _ => run(&fam, &seeded::<8>(&theta), "DualSVec64<8>"),
     }
 }
