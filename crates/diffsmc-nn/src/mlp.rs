@@ -31,6 +31,13 @@ pub const INIT_STREAM_TAG: u32 = 0x4e4e_494e; // "NNIN"
 /// a one-hidden-layer network needs no scratch at all; deeper networks need one or two
 /// buffers of the widest hidden layer.
 ///
+/// **Fast evaluation in gradients.** Per particle and step, prefer [`Mlp::prepare`] (once per
+/// θ) and [`Mlp::forward_prepared`]: on the dual numbers of a chunked forward-mode gradient,
+/// where only the chunk's parameters carry derivatives, it runs the network in `f64` and
+/// touches duals only for those parameters and the input Jacobian (same derivatives as
+/// [`Mlp::forward`]). For the 4 → 32 → 2 network inside a particle filter this made a
+/// 16-lane chunk cost ~2.6× an `f64` run instead of ~8×.
+///
 /// ```
 /// use diffsmc_nn::{Activation, Mlp};
 ///
