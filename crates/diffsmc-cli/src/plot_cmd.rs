@@ -200,13 +200,26 @@ pub fn plot(args: &PlotArgs, force: bool) -> Result<(), CliError> {
             }
         }
         "lotka-volterra" | "fit" => {
-            let series = docs
-                .iter()
+            // One series per resampler: LV files hold one entry per resampler in
+            // `by_resampler`; fit files hold one trace.
+            let mut entries: Vec<(String, Vec<Vec<f64>>)> = Vec::new();
+            for (p, v) in &docs {
+                match v["by_resampler"].as_array() {
+                    Some(list) => {
+                        for b in list {
+                            entries.push((label(b, p), traces_of(b)));
+                        }
+                    }
+                    None => entries.push((label(v, p), traces_of(v))),
+                }
+            }
+            let series = entries
+                .into_iter()
                 .enumerate()
-                .map(|(i, (p, v))| {
-                    let m = median_trace(&traces_of(v));
+                .map(|(i, (name, traces))| {
+                    let m = median_trace(&traces);
                     Series {
-                        name: format!("{} (median loss)", label(v, p)),
+                        name: format!("{name} (median loss)"),
                         points: m.iter().enumerate().map(|(k, &y)| (k as f64, y)).collect(),
                         style: Style::Line,
                         color: i,
