@@ -623,3 +623,61 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `diffsmc …` command shown in a ```sh block of README.md and docs/*.md parses with
+    /// the current CLI (flags, values and resampler specs), so the docs cannot drift from it.
+    #[test]
+    fn documented_commands_parse() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut files = vec![root.join("README.md")];
+        for e in std::fs::read_dir(root.join("docs")).expect("docs/ exists") {
+            let p = e.expect("readable docs entry").path();
+            if p.extension().is_some_and(|x| x == "md") {
+                files.push(p);
+            }
+        }
+        let mut checked = 0;
+        for f in &files {
+            let text = std::fs::read_to_string(f).expect("readable doc");
+            let mut in_sh = false;
+            for (lineno, line) in text.lines().enumerate() {
+                let t = line.trim();
+                if t.starts_with("```") {
+                    in_sh = t == "```sh" || t == "```bash";
+                    continue;
+                }
+                if !in_sh {
+                    continue;
+                }
+                let cmd = t.split('#').next().unwrap_or("").trim();
+                let args: Option<Vec<&str>> =
+                    if let Some(rest) = cmd.strip_prefix("cargo run --release -p diffsmc-cli --") {
+                        Some(
+                            std::iter::once("diffsmc")
+                                .chain(rest.split_whitespace())
+                                .collect(),
+                        )
+                    } else if cmd.starts_with("diffsmc ") {
+                        Some(cmd.split_whitespace().collect())
+                    } else {
+                        None
+                    };
+                if let Some(args) = args {
+                    if let Err(e) = Cli::try_parse_from(&args) {
+                        panic!(
+                            "{}:{}: `{cmd}` does not parse:\n{e}",
+                            f.display(),
+                            lineno + 1
+                        );
+                    }
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked >= 10, "found only {checked} documented commands");
+    }
+}
