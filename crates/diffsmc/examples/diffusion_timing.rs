@@ -6,22 +6,21 @@ use diffsmc::prelude::*;
 use diffsmc::rng::Purpose;
 use num_dual::DualSVec64;
 
-fn inputs<S: Scalar>(n: usize, d: usize) -> (Particles<S>, Vec<S>) {
-    let key = StreamKey::new(11, 0, Purpose::Other(1));
-    let mut rng = key.rng(0);
+/// `n` particles in `R^d` with non-uniform weights; on duals they carry two derivative lanes
+/// (a shift and a scale parameter).
+fn inputs<S: Scalar>(n: usize, d: usize, theta: [S; 2]) -> (Particles<S>, Vec<S>) {
+    let mut rng = StreamKey::new(11, 0, Purpose::Other(1)).rng(0);
     let mut x = Vec::with_capacity(n * d);
     let mut lw = Vec::with_capacity(n);
-    for i in 0..n {
-        let mut s = 0.0;
+    for _ in 0..n {
+        let mut s = S::zero();
         for k in 0..d {
-            let v = standard_normal(&mut rng) * (1.0 + k as f64 * 0.1);
+            let v = theta[0] + theta[1] * standard_normal(&mut rng) * (1.0 + 0.1 * k as f64);
             s += v;
-            // a parameter-dependent value so dual lanes are non-trivial
-            x.push(S::cst(v) * (S::cst(1.0) + S::cst(0.0)));
+            x.push(v);
         }
-        lw.push(S::cst(
-            -0.5 * (s - 1.0) * (s - 1.0) / 4.0 + (i % 3) as f64 * 0.0,
-        ));
+        let r = s - 1.0;
+        lw.push(r * r * -0.125);
     }
     let lse = log_sum_exp(&lw);
     for w in &mut lw {
@@ -47,9 +46,9 @@ fn cpu_ns() -> u64 {
     total
 }
 
-fn time<S: Scalar>(label: &str, n: usize, reps: usize, r: &DiffusionResampler) {
+fn time<S: Scalar>(label: &str, n: usize, reps: usize, r: &DiffusionResampler, theta: [S; 2]) {
     let d = 8;
-    let (x, lw) = inputs::<S>(n, d);
+    let (x, lw) = inputs::<S>(n, d, theta);
     let mut out = Particles::zeros(n, d);
     let mut olw = vec![S::zero(); n];
     let mut best = f64::INFINITY;
@@ -84,9 +83,13 @@ fn main() {
     let only: Option<&str> = args.get(3).map(|s| s.as_str());
     let r = DiffusionResampler::new(DiffusionConfig::new().with_steps(4).unwrap());
     if only != Some("dual") {
-        time::<f64>("f64", n, reps, &r);
+        time::<f64>("f64", n, reps, &r, [0.0, 1.0]);
     }
     if only != Some("f64") {
-        time::<DualSVec64<2>>("DualSVec64<2>", n, reps, &r);
+        let theta = [
+            DualSVec64::from_re(0.0).derivative(0),
+            DualSVec64::from_re(1.0).derivative(1),
+        ];
+        time::<DualSVec64<2>>("DualSVec64<2>", n, reps, &r, theta);
     }
 }
