@@ -1,5 +1,5 @@
 //! Times one diffusion resampling (d = 8, K = 4) for f64 and DualSVec64<2>.
-//! `cargo run -p diffsmc --release --example diffusion_timing -- [N] [reps]`
+//! `cargo run -p diffsmc --release --example diffusion_timing -- [N] [reps] [f64|dual|both] [d] [K]`
 use std::time::Instant;
 
 use diffsmc::prelude::*;
@@ -46,8 +46,14 @@ fn cpu_ns() -> u64 {
     total
 }
 
-fn time<S: Scalar>(label: &str, n: usize, reps: usize, r: &DiffusionResampler, theta: [S; 2]) {
-    let d = 8;
+fn time<S: Scalar>(
+    label: &str,
+    n: usize,
+    d: usize,
+    reps: usize,
+    r: &DiffusionResampler,
+    theta: [S; 2],
+) {
     let (x, lw) = inputs::<S>(n, d, theta);
     let mut out = Particles::zeros(n, d);
     let mut olw = vec![S::zero(); n];
@@ -81,15 +87,17 @@ fn main() {
     let n: usize = args.get(1).map_or(2048, |s| s.parse().unwrap());
     let reps: usize = args.get(2).map_or(3, |s| s.parse().unwrap());
     let only: Option<&str> = args.get(3).map(|s| s.as_str());
-    let r = DiffusionResampler::new(DiffusionConfig::new().with_steps(4).unwrap());
+    let d: usize = args.get(4).map_or(8, |s| s.parse().unwrap());
+    let k: usize = args.get(5).map_or(4, |s| s.parse().unwrap());
+    let r = DiffusionResampler::new(DiffusionConfig::new().with_steps(k).unwrap());
     if only != Some("dual") {
-        time::<f64>("f64", n, reps, &r, [0.0, 1.0]);
+        time::<f64>("f64", n, d, reps, &r, [0.0, 1.0]);
     }
     if only != Some("f64") {
         let theta = [
             DualSVec64::from_re(0.0).derivative(0),
             DualSVec64::from_re(1.0).derivative(1),
         ];
-        time::<DualSVec64<2>>("DualSVec64<2>", n, reps, &r, theta);
+        time::<DualSVec64<2>>("DualSVec64<2>", n, d, reps, &r, theta);
     }
 }
