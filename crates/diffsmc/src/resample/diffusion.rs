@@ -404,6 +404,9 @@ enum KernelChoice {
     Auto,
     #[cfg_attr(not(test), allow(dead_code))]
     Generic,
+    /// A lane kernel at a given instruction-set level (tests of every level).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Lanes(Simd),
 }
 
 impl DiffusionResampler {
@@ -423,6 +426,12 @@ impl DiffusionResampler {
     #[cfg(test)]
     fn generic_kernel(mut self) -> Self {
         self.kernel = KernelChoice::Generic;
+        self
+    }
+
+    #[cfg(test)]
+    fn lane_kernel(mut self, simd: Simd) -> Self {
+        self.kernel = KernelChoice::Lanes(simd);
         self
     }
 }
@@ -456,18 +465,20 @@ impl<S: Scalar> Resampler<S> for DiffusionResampler {
         let steps = step_coefficients(&self.config);
         let d = particles.dim();
         let out_buf = out.as_mut_slice();
-        let lanes = match self.kernel {
-            KernelChoice::Auto => lane_count::<S>(),
-            KernelChoice::Generic => None,
+        let (lanes, simd) = match self.kernel {
+            KernelChoice::Auto => (lane_count::<S>(), Simd::detect()),
+            KernelChoice::Generic => (None, Simd::Baseline),
+            KernelChoice::Lanes(simd) => (lane_count::<S>(), simd),
         };
+        let w = &prep.w;
         match lanes {
-            Some(0) => drive(&LaneKernel::<0>::new(&prep.w), &prep, &steps, key, out_buf),
-            Some(1) => drive(&LaneKernel::<1>::new(&prep.w), &prep, &steps, key, out_buf),
-            Some(2) => drive(&LaneKernel::<2>::new(&prep.w), &prep, &steps, key, out_buf),
-            Some(3) => drive(&LaneKernel::<3>::new(&prep.w), &prep, &steps, key, out_buf),
-            Some(4) => drive(&LaneKernel::<4>::new(&prep.w), &prep, &steps, key, out_buf),
-            Some(8) => drive(&LaneKernel::<8>::new(&prep.w), &prep, &steps, key, out_buf),
-            _ => drive(&GenericKernel { w: &prep.w }, &prep, &steps, key, out_buf),
+            Some(0) => drive(&LaneKernel::<0>::new(w, simd), &prep, &steps, key, out_buf),
+            Some(1) => drive(&LaneKernel::<1>::new(w, simd), &prep, &steps, key, out_buf),
+            Some(2) => drive(&LaneKernel::<2>::new(w, simd), &prep, &steps, key, out_buf),
+            Some(3) => drive(&LaneKernel::<3>::new(w, simd), &prep, &steps, key, out_buf),
+            Some(4) => drive(&LaneKernel::<4>::new(w, simd), &prep, &steps, key, out_buf),
+            Some(8) => drive(&LaneKernel::<8>::new(w, simd), &prep, &steps, key, out_buf),
+            _ => drive(&GenericKernel { w }, &prep, &steps, key, out_buf),
         }
         debug_assert_eq!(out_buf.len(), m * d);
         Ok(ResampleInfo::RESAMPLED)
@@ -1102,6 +1113,23 @@ enum Simd {
 }
 
 impl Simd {
+    /// Every level this CPU can run, from the baseline up.
+    #[cfg(test)]
+    fn available() -> Vec<Simd> {
+        let mut v = vec![Simd::Baseline];
+        #[cfg(target_arch = "x86_64")]
+        {
+            let best = Simd::detect();
+            if best != Simd::Baseline {
+                v.push(Simd::Avx2Fma);
+            }
+            if best == Simd::Avx512 {
+                v.push(Simd::Avx512);
+            }
+        }
+        v
+    }
+
     fn detect() -> Simd {
         #[cfg(target_arch = "x86_64")]
         {
@@ -1151,7 +1179,8 @@ struct LaneScratch {
 }
 
 impl<const P: usize> LaneKernel<P> {
-    fn new<S: Scalar>(w: &Whitened<S>) -> Self {
+    /// `simd` must come from [`Simd::detect`] (or be a level it would also allow).
+    fn new<S: Scalar>(w: &Whitened<S>, simd: Simd) -> Self {
         let (n0, d) = (w.n, w.d);
         let n = n0.div_ceil(CH) * CH;
         let lanes = P + 1;
@@ -1180,7 +1209,7 @@ impl<const P: usize> LaneKernel<P> {
             z,
             lw,
             sqz,
-            simd: Simd::detect(),
+            simd,
         }
     }
 
@@ -2079,6 +2108,36 @@ mod tests {
         }
     }
 
+    #[test]
+    fn fixed_and_diagonal_references_recover_target_moments() {
+        // Same target and tolerances as above, with a fixed reference N(0.9, 0.3 I) (a user
+        // guess close to the target, not the weighted fit) and with the diagonal fit. (A
+        // reference much wider than the target, e.g. N(0, 2 I), needs many more steps: the
+        // discretisation error scales with the reference, and with the SDE the last step
+        // leaves noise of variance ≈ (1 − e^{2aΔ}) Σ_ref.)
+        let (x, lw) = gaussian_case(2048, 2, 5);
+        let fixed = Reference::Fixed {
+            mean: vec![0.9, 0.9],
+            cov: vec![0.3, 0.0, 0.0, 0.3],
+        };
+        for reference in [fixed, Reference::Diagonal] {
+            let cfg = DiffusionConfig::new()
+                .with_reference(reference.clone())
+                .unwrap()
+                .with_horizon(2.0)
+                .unwrap()
+                .with_steps(16)
+                .unwrap();
+            let out = run(&DiffusionResampler::new(cfg), &x, &lw, 2048, 1).unwrap();
+            for k in 0..2 {
+                let (m, v) = mean_var(&coord(&out, k));
+                eprintln!("{reference:?} coord {k}: mean {m:.4} var {v:.4}");
+                assert!((m - 1.0).abs() < 0.08, "{reference:?}: mean {m}");
+                assert!(v > 0.15 && v < 0.35, "{reference:?}: var {v}");
+            }
+        }
+    }
+
     /// Input particles and weights depending on θ: shift θ₀, scale 1 + θ₁/2, weights tilted by
     /// θ₀ (and by θ₁ when present).
     fn param_case<S: Scalar>(theta: &[S], n: usize, d: usize) -> (Particles<S>, Vec<S>) {
@@ -2191,43 +2250,98 @@ mod tests {
     #[test]
     fn lane_kernels_agree_with_generic_kernel() {
         // The fast lane kernels (f64 and dual lanes, FMA and a polynomial exp, tiles with
-        // online max-rescaling) compute the same function as the generic scalar code: values
-        // and derivatives agree to rounding (1e-11 relative; the logits are O(10), so
-        // exponentials differ by ≲ 1e-14 relative and errors do not grow over K = 8 steps).
+        // online max-rescaling) compute the same function as the generic scalar code, at every
+        // instruction-set level the CPU has: values and derivatives agree to rounding (1e-11
+        // relative; the logits are O(10), so exponentials differ by ≲ 1e-14 relative, and
+        // errors do not grow over K = 8 steps).
         let (n, d) = (300, 3); // n not a multiple of the chunk or tile sizes
         for dy in [Dynamics::Ode, Dynamics::Sde] {
             let cfg = DiffusionConfig::new().with_dynamics(dy).unwrap();
-            let fast = DiffusionResampler::new(cfg.clone());
-            let slow = DiffusionResampler::new(cfg).generic_kernel();
-            let th = [
-                DualSVec64::<2>::from_re(0.1).derivative(0),
-                DualSVec64::from_re(0.2).derivative(1),
-            ];
-            let (x, lw) = param_case(&th, n, d);
-            let a = run(&fast, &x, &lw, n, 9).unwrap();
-            let b = run(&slow, &x, &lw, n, 9).unwrap();
-            for (u, v) in a.as_slice().iter().zip(b.as_slice()) {
-                assert!(
-                    (u.re - v.re).abs() < 1e-11 * (1.0 + v.re.abs()),
-                    "{u} vs {v}"
-                );
-                let (eu, ev) = (
-                    u.eps.unwrap_generic(nalgebra::Const::<2>, nalgebra::U1),
-                    v.eps.unwrap_generic(nalgebra::Const::<2>, nalgebra::U1),
-                );
-                for i in 0..2 {
+            let slow = DiffusionResampler::new(cfg.clone()).generic_kernel();
+            for simd in Simd::available() {
+                let fast = DiffusionResampler::new(cfg.clone()).lane_kernel(simd);
+                let th = [
+                    DualSVec64::<2>::from_re(0.1).derivative(0),
+                    DualSVec64::from_re(0.2).derivative(1),
+                ];
+                let (x, lw) = param_case(&th, n, d);
+                let a = run(&fast, &x, &lw, n, 9).unwrap();
+                let b = run(&slow, &x, &lw, n, 9).unwrap();
+                for (u, v) in a.as_slice().iter().zip(b.as_slice()) {
                     assert!(
-                        (eu[i] - ev[i]).abs() < 1e-10 * (1.0 + ev[i].abs()),
+                        (u.re - v.re).abs() < 1e-11 * (1.0 + v.re.abs()),
                         "{u} vs {v}"
+                    );
+                    let (eu, ev) = (
+                        u.eps.unwrap_generic(nalgebra::Const::<2>, nalgebra::U1),
+                        v.eps.unwrap_generic(nalgebra::Const::<2>, nalgebra::U1),
+                    );
+                    for i in 0..2 {
+                        assert!(
+                            (eu[i] - ev[i]).abs() < 1e-10 * (1.0 + ev[i].abs()),
+                            "{u} vs {v}"
+                        );
+                    }
+                }
+                let (xf, lwf) = param_case(&[0.1_f64, 0.2], n, d);
+                let a = run(&fast, &xf, &lwf, n, 9).unwrap();
+                let b = run(&slow, &xf, &lwf, n, 9).unwrap();
+                for (u, v) in a.as_slice().iter().zip(b.as_slice()) {
+                    assert!(
+                        (u - v).abs() < 1e-11 * (1.0 + v.abs()),
+                        "{simd:?}: {u} vs {v}"
                     );
                 }
             }
-            let (xf, lwf) = param_case(&[0.1_f64, 0.2], n, d);
-            let a = run(&fast, &xf, &lwf, n, 9).unwrap();
-            let b = run(&slow, &xf, &lwf, n, 9).unwrap();
-            for (u, v) in a.as_slice().iter().zip(b.as_slice()) {
-                assert!((u - v).abs() < 1e-11 * (1.0 + v.abs()), "{u} vs {v}: f64");
+        }
+    }
+
+    /// Lane kernel with `P` derivative lanes (two seeded, the others zero) vs generic kernel.
+    fn check_lanes<const P: usize>(simd: Simd) {
+        let (n, d) = (300, 2);
+        let cfg = DiffusionConfig::new().with_dynamics(Dynamics::Sde).unwrap();
+        let slow = DiffusionResampler::new(cfg.clone()).generic_kernel();
+        let fast = DiffusionResampler::new(cfg).lane_kernel(simd);
+        let th = [
+            DualSVec64::<P>::from_re(0.1).derivative(0),
+            DualSVec64::from_re(0.2).derivative(P - 1),
+        ];
+        let (x, lw) = param_case(&th, n, d);
+        let a = run(&fast, &x, &lw, n, 9).unwrap();
+        let b = run(&slow, &x, &lw, n, 9).unwrap();
+        for (u, v) in a.as_slice().iter().zip(b.as_slice()) {
+            assert!(
+                (u.re - v.re).abs() < 1e-11 * (1.0 + v.re.abs()),
+                "P = {P}: {u} vs {v}"
+            );
+            let eu = u.eps.unwrap_generic(nalgebra::Const::<P>, nalgebra::U1);
+            let ev = v.eps.unwrap_generic(nalgebra::Const::<P>, nalgebra::U1);
+            for i in 0..P {
+                assert!(
+                    (eu[i] - ev[i]).abs() < 1e-10 * (1.0 + ev[i].abs()),
+                    "P = {P}: {u} vs {v}"
+                );
             }
+        }
+    }
+
+    #[test]
+    fn every_lane_count_agrees_with_generic_kernel() {
+        for simd in Simd::available() {
+            check_lanes::<1>(simd);
+            check_lanes::<3>(simd);
+            check_lanes::<4>(simd);
+            check_lanes::<8>(simd);
+        }
+        // Dual64 takes the one-lane kernel.
+        let r = DiffusionResampler::default();
+        let (x, lw) = param_case(&[Dual64::new(0.1, 1.0)], 100, 2);
+        let a = run(&r, &x, &lw, 100, 1).unwrap();
+        let b = run(&r.clone().generic_kernel(), &x, &lw, 100, 1).unwrap();
+        for (u, v) in a.as_slice().iter().zip(b.as_slice()) {
+            assert!(
+                (u.re - v.re).abs() < 1e-11 && (u.eps - v.eps).abs() < 1e-10 * (1.0 + v.eps.abs())
+            );
         }
     }
 
