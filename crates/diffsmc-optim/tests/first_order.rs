@@ -75,8 +75,12 @@ fn flaky_quadratic(calls: &mut usize) -> impl FnMut(&[f64]) -> (f64, Vec<f64>) +
         *calls += 1;
         let value = 0.5 * x.iter().map(|xi| (xi - 1.0).powi(2)).sum::<f64>();
         let mut grad: Vec<f64> = x.iter().map(|xi| xi - 1.0).collect();
-        let value = if *calls % 3 == 0 { f64::NAN } else { value };
-        if *calls % 5 == 0 {
+        let value = if (*calls).is_multiple_of(3) {
+            f64::NAN
+        } else {
+            value
+        };
+        if (*calls).is_multiple_of(5) {
             grad[1] = f64::NAN;
         }
         (value, grad)

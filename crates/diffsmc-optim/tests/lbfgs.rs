@@ -199,7 +199,7 @@ fn corrupted_gradient_evaluations_end_cleanly() {
         calls += 1;
         let d = [x[0] - 3.0, 4.0 * (x[1] + 1.0)];
         let value = 0.5 * (x[0] - 3.0).powi(2) + 2.0 * (x[1] + 1.0).powi(2);
-        let factor = if calls % 4 == 0 { -10.0 } else { 1.0 };
+        let factor = if calls.is_multiple_of(4) { -10.0 } else { 1.0 };
         (value, vec![factor * d[0], factor * d[1]])
     };
     let mut trace = Trace::new();

@@ -45,7 +45,7 @@ pub use model::{Bootstrap, FeynmanKac, StateSpaceModel};
 pub use particles::{
     Particles, ess, normalise_log_weights, weighted_mean, weighted_mean_cov, weights_f64,
 };
-pub use resample::{ResampleInfo, Resampler, ResamplerSpec};
+pub use resample::{DiffusionConfig, DiffusionResampler, ResampleInfo, Resampler, ResamplerSpec};
 pub use scalar::{Scalar, log_sum_exp};
 pub use smc::{Smc, SmcConfig, SmcOutput, Trigger};
 
@@ -55,8 +55,9 @@ pub mod prelude {
     pub use crate::model::{Bootstrap, FeynmanKac, StateSpaceModel};
     pub use crate::particles::Particles;
     pub use crate::resample::{
-        Killing, Multinomial, ResampleInfo, Resampler, ResamplerSpec, Residual, Ssp, StopGradient,
-        Stratified, Systematic,
+        DiffusionConfig, DiffusionResampler, Dynamics, Integrator, Killing, Multinomial, Reference,
+        ResampleInfo, Resampler, ResamplerSpec, Residual, Ssp, StopGradient, Stratified,
+        Systematic,
     };
     pub use crate::rng::{StreamKey, StreamRng, standard_normal};
     pub use crate::scalar::{Scalar, log_sum_exp};

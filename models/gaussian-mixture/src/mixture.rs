@@ -481,7 +481,7 @@ pub(crate) fn points_in(xs: &[f64], d: usize, what: &'static str) -> Result<usiz
     if d == 0 {
         return Err(GmError::invalid("dimension d", 0, "at least 1"));
     }
-    if xs.len() % d != 0 {
+    if !xs.len().is_multiple_of(d) {
         return Err(GmError::DimensionMismatch {
             what,
             expected: xs.len().div_ceil(d) * d,

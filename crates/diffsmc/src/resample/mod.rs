@@ -9,10 +9,16 @@
 //! [`StopGradient`] copies by multinomial indices but gives each copy the log-weight
 //! `log w_I − stopgrad(log w_I) − log N`, whose value is uniform and whose derivative is that
 //! of `log w_I` (Ścibior & Wood 2021).
+//!
+//! [`DiffusionResampler`] (Andersson & Zhao 2025) draws new particles by a reverse-time
+//! diffusion whose score is computed in closed form from the weighted particles: every output
+//! particle is a smooth function of the inputs, so derivatives flow through it.
 
+pub mod diffusion;
 mod index;
 mod spec;
 
+pub use diffusion::{DiffusionConfig, DiffusionResampler, Dynamics, Integrator, Reference};
 pub use index::{
     IndexResampler, Killing, Multinomial, Residual, Ssp, StopGradient, Stratified, Systematic,
     sorted_uniforms,

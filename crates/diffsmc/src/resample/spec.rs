@@ -5,7 +5,11 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::{Killing, Multinomial, Resampler, Residual, Ssp, StopGradient, Stratified, Systematic};
+use super::diffusion::DEFAULT_JITTER;
+use super::{
+    DiffusionConfig, DiffusionResampler, Dynamics, Integrator, Killing, Multinomial, Reference,
+    Resampler, Residual, Ssp, StopGradient, Stratified, Systematic,
+};
 use crate::error::{Result, SmcError};
 use crate::scalar::Scalar;
 
@@ -19,6 +23,11 @@ use crate::scalar::Scalar;
 /// let r = spec.build::<f64>().unwrap();
 /// assert_eq!(r.name(), "systematic");
 /// assert!("nonsense".parse::<ResamplerSpec>().is_err());
+///
+/// let spec: ResamplerSpec = "diffusion:T=2,K=8,integrator=jk,sde".parse().unwrap();
+/// assert!(spec.is_differentiable());
+/// assert_eq!(spec.to_string(), "diffusion:T=2,integrator=jentzen-kloeden,sde");
+/// assert_eq!(spec.to_string().parse::<ResamplerSpec>().unwrap(), spec);
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -37,6 +46,12 @@ pub enum ResamplerSpec {
     Killing,
     /// [`StopGradient`].
     StopGradient,
+    /// [`DiffusionResampler`] with its knobs. Spec syntax: `diffusion` or
+    /// `diffusion:a=-1,T=2,K=8,integrator=jentzen-kloeden,sde,cov=diag,jitter=1e-9`; also
+    /// `grid=0;0.5;1` (an explicit time grid instead of `T`, `K`) and `mean=0;0,cov=1;0;0;1`
+    /// (a fixed reference, row-major covariance). Integrators: `euler-maruyama` (`em`),
+    /// `lord-rougemont` (`lr`), `jentzen-kloeden` (`jk`), `tweedie` (needs `sde`).
+    Diffusion(DiffusionConfig),
 }
 
 /// The `key=value` and bare-flag options after the `:` of a spec.
@@ -100,13 +115,14 @@ impl ResamplerSpec {
             ResamplerSpec::Ssp => Box::new(Ssp),
             ResamplerSpec::Killing => Box::new(Killing),
             ResamplerSpec::StopGradient => Box::new(StopGradient),
+            ResamplerSpec::Diffusion(c) => Box::new(DiffusionResampler::new(c.clone())),
         })
     }
 
     /// Whether derivatives flow through the resampling (so the filter's log-likelihood is a
     /// smooth function of the parameters for a fixed seed).
     pub fn is_differentiable(&self) -> bool {
-        false
+        matches!(self, ResamplerSpec::Diffusion(_))
     }
 
     /// The names accepted by [`FromStr`], for help texts.
@@ -118,6 +134,7 @@ impl ResamplerSpec {
         "ssp",
         "killing",
         "stop-gradient",
+        "diffusion",
     ];
 }
 
@@ -140,6 +157,7 @@ impl FromStr for ResamplerSpec {
             "ssp" => simple(ResamplerSpec::Ssp),
             "killing" => simple(ResamplerSpec::Killing),
             "stop-gradient" | "stopgrad" | "stop_gradient" => simple(ResamplerSpec::StopGradient),
+            "diffusion" => parse_diffusion(&args).map(ResamplerSpec::Diffusion),
             other => Err(args.err(format!(
                 "unknown resampler `{other}`; expected one of: {}",
                 ResamplerSpec::NAMES.join(", ")
@@ -158,6 +176,222 @@ impl fmt::Display for ResamplerSpec {
             ResamplerSpec::Ssp => write!(f, "ssp"),
             ResamplerSpec::Killing => write!(f, "killing"),
             ResamplerSpec::StopGradient => write!(f, "stop-gradient"),
+            ResamplerSpec::Diffusion(c) => fmt_diffusion(c, f),
         }
     }
+}
+
+/// A number as printed in specs: shortest round-trip form, exponent notation for very small or
+/// large magnitudes.
+fn fmt_num(x: f64) -> String {
+    if x != 0.0 && (x.abs() < 1e-4 || x.abs() >= 1e15) {
+        format!("{x:e}")
+    } else {
+        format!("{x}")
+    }
+}
+
+fn fmt_list(v: &[f64]) -> String {
+    v.iter().map(|&x| fmt_num(x)).collect::<Vec<_>>().join(";")
+}
+
+/// Prints the non-default knobs of a diffusion config in canonical order.
+fn fmt_diffusion(c: &DiffusionConfig, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    let d = DiffusionConfig::default();
+    let mut items = Vec::new();
+    if c.rate() != d.rate() {
+        items.push(format!("a={}", fmt_num(c.rate())));
+    }
+    match c.explicit_grid() {
+        Some(g) => items.push(format!("grid={}", fmt_list(g))),
+        None => {
+            if c.horizon() != d.horizon() {
+                items.push(format!("T={}", fmt_num(c.horizon())));
+            }
+            if c.steps() != d.steps() {
+                items.push(format!("K={}", c.steps()));
+            }
+        }
+    }
+    if c.integrator() != d.integrator() {
+        items.push(format!("integrator={}", c.integrator().name()));
+    }
+    if c.dynamics() == Dynamics::Sde {
+        items.push("sde".to_string());
+    }
+    match c.reference() {
+        Reference::Diagonal => items.push("cov=diag".to_string()),
+        Reference::Fixed { mean, cov } => {
+            items.push(format!("mean={}", fmt_list(mean)));
+            items.push(format!("cov={}", fmt_list(cov)));
+        }
+        _ => {}
+    }
+    if c.jitter() != DEFAULT_JITTER {
+        items.push(format!("jitter={}", fmt_num(c.jitter())));
+    }
+    if items.is_empty() {
+        write!(f, "diffusion")
+    } else {
+        write!(f, "diffusion:{}", items.join(","))
+    }
+}
+
+/// Parses the options of `diffusion:…` (see [`ResamplerSpec::Diffusion`]).
+fn parse_diffusion(args: &SpecArgs<'_>) -> Result<DiffusionConfig> {
+    let mut rate = None;
+    let mut horizon = None;
+    let mut steps = None;
+    let mut grid = None;
+    let mut integrator = None;
+    let mut dynamics = None;
+    let mut cov: Option<(&str, &str)> = None;
+    let mut mean = None;
+    let mut jitter = None;
+    let mut seen: Vec<&str> = Vec::new();
+
+    let list = |k: &str, v: Option<&str>| -> Result<Vec<f64>> {
+        let v =
+            v.ok_or_else(|| args.err(format!("option `{k}` needs a value, as in `{k}=0;1`")))?;
+        v.split(';')
+            .map(|x| {
+                x.trim().parse::<f64>().map_err(|_| {
+                    args.err(format!(
+                        "option `{k}`: cannot parse `{x}` as a number (expected numbers separated by `;`)"
+                    ))
+                })
+            })
+            .collect()
+    };
+
+    for &(key, value) in &args.items {
+        let canon = match key.to_ascii_lowercase().as_str() {
+            "a" | "rate" => "a",
+            "t" | "horizon" => "T",
+            "k" | "steps" => "K",
+            "grid" => "grid",
+            "integrator" | "int" => "integrator",
+            "sde" | "ode" => "sde/ode",
+            "cov" => "cov",
+            "mean" => "mean",
+            "jitter" => "jitter",
+            _ => {
+                return Err(args.err(format!(
+                    "unknown option `{key}`; expected a, T, K, grid, integrator, sde, ode, cov, \
+                     mean or jitter"
+                )));
+            }
+        };
+        if seen.contains(&canon) {
+            return Err(args.err(format!("option `{canon}` given twice")));
+        }
+        seen.push(canon);
+        match canon {
+            "a" => rate = Some(args.num::<f64>("a", value)?),
+            "T" => horizon = Some(args.num::<f64>("T", value)?),
+            "K" => {
+                let v = value.ok_or_else(|| args.err("option `K` needs a value, as in `K=8`"))?;
+                steps = Some(v.parse::<usize>().map_err(|_| {
+                    args.err(format!(
+                        "option `K`: cannot parse `{v}` as a number of steps (a positive integer)"
+                    ))
+                })?);
+            }
+            "grid" => grid = Some(list("grid", value)?),
+            "integrator" => {
+                let v = value.ok_or_else(|| {
+                    args.err("option `integrator` needs a value, as in `integrator=jk`")
+                })?;
+                integrator = Some(Integrator::from_name(v).ok_or_else(|| {
+                    args.err(format!(
+                        "option `integrator`: unknown integrator `{v}`; expected euler-maruyama \
+                         (em), lord-rougemont (lr), jentzen-kloeden (jk) or tweedie"
+                    ))
+                })?);
+            }
+            "sde/ode" => {
+                if value.is_some() {
+                    return Err(args.err(format!(
+                        "option `{key}` is a bare flag (write `{key}`, not `{key}=…`)"
+                    )));
+                }
+                dynamics = Some(if key.eq_ignore_ascii_case("sde") {
+                    Dynamics::Sde
+                } else {
+                    Dynamics::Ode
+                });
+            }
+            "cov" => {
+                let v = value.ok_or_else(|| {
+                    args.err("option `cov` needs a value: full, diag, or a `;`-separated matrix")
+                })?;
+                cov = Some(("cov", v));
+            }
+            "mean" => mean = Some(list("mean", value)?),
+            _ => jitter = Some(args.num::<f64>("jitter", value)?),
+        }
+    }
+
+    let at = |key: &str, e: SmcError| args.err(format!("option `{key}`: {e}"));
+    let mut c = DiffusionConfig::new();
+    if let Some(a) = rate {
+        c = c.with_rate(a).map_err(|e| at("a", e))?;
+    }
+    if let Some(g) = grid {
+        if horizon.is_some() || steps.is_some() {
+            return Err(args.err("option `grid` sets T and K: give either `grid` or `T`/`K`"));
+        }
+        c = c.with_grid(g).map_err(|e| at("grid", e))?;
+    }
+    if let Some(t) = horizon {
+        c = c.with_horizon(t).map_err(|e| at("T", e))?;
+    }
+    if let Some(k) = steps {
+        c = c.with_steps(k).map_err(|e| at("K", e))?;
+    }
+    if let Some(dy) = dynamics {
+        c = c.with_dynamics(dy).map_err(|e| at("sde/ode", e))?;
+    }
+    if let Some(i) = integrator {
+        if i == Integrator::Tweedie && dynamics.is_none() {
+            return Err(args.err(
+                "option `integrator`: tweedie is SDE-only and the default is the ODE: add `sde`",
+            ));
+        }
+        c = c.with_integrator(i).map_err(|e| at("integrator", e))?;
+    }
+    match (cov, mean) {
+        (None, None) => {}
+        (Some((_, v)), None) if v.eq_ignore_ascii_case("full") => {
+            c = c
+                .with_reference(Reference::Full)
+                .map_err(|e| at("cov", e))?;
+        }
+        (Some((_, v)), None)
+            if v.eq_ignore_ascii_case("diag") || v.eq_ignore_ascii_case("diagonal") =>
+        {
+            c = c
+                .with_reference(Reference::Diagonal)
+                .map_err(|e| at("cov", e))?;
+        }
+        (Some((_, v)), None) => {
+            return Err(args.err(format!(
+                "option `cov`: `{v}` is not full or diag; a covariance matrix needs `mean=…` too"
+            )));
+        }
+        (None, Some(_)) => {
+            return Err(args
+                .err("option `mean` needs `cov=…` (a `;`-separated row-major covariance matrix)"));
+        }
+        (Some((k, v)), Some(m)) => {
+            let cv = list(k, Some(v))?;
+            c = c
+                .with_fixed_reference(m, cv)
+                .map_err(|e| at("mean/cov", e))?;
+        }
+    }
+    if let Some(j) = jitter {
+        c = c.with_jitter(j).map_err(|e| at("jitter", e))?;
+    }
+    Ok(c)
 }
