@@ -27,10 +27,6 @@ fn fd(p: &PaperParams, smc: &SmcConfig, spec: &ResamplerSpec, seed: u64, i: usiz
     (value(p, &tp, smc, spec, seed).unwrap() - value(p, &tm, smc, spec, seed).unwrap()) / (2.0 * h)
 }
 
-fn measure() -> bool {
-    std::env::var("DIFFSMC_MEASURE").is_ok()
-}
-
 fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len() as f64
 }
@@ -38,7 +34,7 @@ fn mean(v: &[f64]) -> f64 {
 /// Under diffusion resampling the seeded estimator is one smooth function of θ, so the dual
 /// gradient equals central finite differences of the same seeded estimator. With h = 1e-5 the
 /// truncation error is O(h²) times the third derivative and the round-off is about
-/// 1e-16·|NLL|/h ≈ 1e-9; tolerance 1e-5 relative.
+/// 1e-16·|NLL|/h ≈ 1e-9; measured ≤ 2e-9 relative, tolerance 1e-6.
 #[test]
 fn diffusion_gradient_matches_finite_differences_of_the_seeded_estimator() {
     let p = data(40, 11);
@@ -53,7 +49,7 @@ fn diffusion_gradient_matches_finite_differences_of_the_seeded_estimator() {
                 "diffusion seed {seed} param {i}: dual {} fd {f} rel {rel:e}",
                 g[i]
             );
-            assert!(rel < 1e-5, "param {i}: dual {} vs fd {f}", g[i]);
+            assert!(rel < 1e-6, "param {i}: dual {} vs fd {f}", g[i]);
         }
     }
 }
