@@ -68,6 +68,24 @@ pub fn cholesky<S: Scalar>(a: &[S], d: usize) -> Result<Vec<S>> {
 /// assert_eq!(err, SmcError::NotPositiveDefinite { what: "Q" });
 /// ```
 pub fn cholesky_named<S: Scalar>(a: &[S], d: usize, what: &'static str) -> Result<Vec<S>> {
+    cholesky_with_tolerance(a, d, 0.0, what)
+}
+
+/// [`cholesky_named`] with a pivot tolerance: fails unless every pivot's value part is finite
+/// and `> tol` (used to detect near-singular covariances before adding jitter).
+///
+/// ```
+/// use diffsmc::linalg::cholesky_with_tolerance;
+/// let nearly_singular = [1.0_f64, 1.0, 1.0, 1.0 + 1e-14];
+/// assert!(cholesky_with_tolerance(&nearly_singular, 2, 0.0, "Σ").is_ok());
+/// assert!(cholesky_with_tolerance(&nearly_singular, 2, 1e-12, "Σ").is_err());
+/// ```
+pub fn cholesky_with_tolerance<S: Scalar>(
+    a: &[S],
+    d: usize,
+    tol: f64,
+    what: &'static str,
+) -> Result<Vec<S>> {
     check_square(a.len(), d, "matrix buffer length (d * d)")?;
     let mut l = vec![S::zero(); d * d];
     for j in 0..d {
@@ -77,7 +95,7 @@ pub fn cholesky_named<S: Scalar>(a: &[S], d: usize, what: &'static str) -> Resul
             s -= ljk * ljk;
         }
         let r = s.re();
-        if !(r > 0.0 && r.is_finite()) {
+        if !(r > tol && r.is_finite()) {
             return Err(SmcError::NotPositiveDefinite { what });
         }
         let ljj = s.sqrt();

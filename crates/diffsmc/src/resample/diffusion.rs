@@ -46,6 +46,7 @@
 //! # Ok::<(), SmcError>(())
 //! ```
 
+use crate::linalg::{cholesky_with_tolerance, solve_lower};
 use std::any::{Any, TypeId};
 
 use nalgebra::SVector;
@@ -554,42 +555,9 @@ struct Prepared<S> {
 /// Relative pivot threshold below which a covariance counts as singular.
 const PIVOT_REL: f64 = 1e-12;
 
-/// Generic Cholesky `A = L Lᵀ` of a row-major symmetric `d × d` matrix; `None` if a pivot (value
-/// part) is not `> tol` or not finite. Decisions are taken on `.re()`.
+/// Cholesky with a pivot tolerance, `None` when it fails (see [`cholesky_with_tolerance`]).
 fn cholesky<S: Scalar>(a: &[S], d: usize, tol: f64) -> Option<Vec<S>> {
-    let mut l = vec![S::zero(); d * d];
-    for j in 0..d {
-        let mut s = a[j * d + j];
-        for k in 0..j {
-            s -= l[j * d + k] * l[j * d + k];
-        }
-        let sr = s.re();
-        if !(sr > tol && sr.is_finite()) {
-            return None;
-        }
-        let ljj = s.sqrt();
-        l[j * d + j] = ljj;
-        let inv = ljj.recip();
-        for i in j + 1..d {
-            let mut s = a[i * d + j];
-            for k in 0..j {
-                s -= l[i * d + k] * l[j * d + k];
-            }
-            l[i * d + j] = s * inv;
-        }
-    }
-    Some(l)
-}
-
-/// Solves `L y = b` in place for row-major lower-triangular `L`.
-fn forward_solve<S: Scalar>(l: &[S], d: usize, b: &mut [S]) {
-    for i in 0..d {
-        let mut s = b[i];
-        for k in 0..i {
-            s -= l[i * d + k] * b[k];
-        }
-        b[i] = s / l[i * d + i];
-    }
+    cholesky_with_tolerance(a, d, tol, "covariance").ok()
 }
 
 /// Computes the reference and the whitened particles.
@@ -714,7 +682,7 @@ fn prepare<S: Scalar>(
             *b = x - m;
         }
         match &factor {
-            Factor::Full(l) => forward_solve(l, d, &mut buf),
+            Factor::Full(l) => solve_lower(l, d, &mut buf),
             Factor::Diag(s) => {
                 for (b, &sk) in buf.iter_mut().zip(s) {
                     *b /= sk;
