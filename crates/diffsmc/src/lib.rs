@@ -48,7 +48,8 @@ pub mod prelude {
     pub use crate::model::{Bootstrap, FeynmanKac, StateSpaceModel};
     pub use crate::particles::Particles;
     pub use crate::resample::{
-        Killing, Multinomial, ResampleInfo, Resampler, ResamplerSpec, Residual, Ssp, StopGradient,
+        CostScale, GumbelSoftmaxResampler, Killing, Multinomial, OtConfig, OtResampler,
+        ResampleInfo, Resampler, ResamplerSpec, Residual, SoftResampler, Ssp, StopGradient,
         Stratified, Systematic,
     };
     pub use crate::rng::{StreamKey, StreamRng, standard_normal};

@@ -9,14 +9,26 @@
 //! [`StopGradient`] copies by multinomial indices but gives each copy the log-weight
 //! `log w_I − stopgrad(log w_I) − log N`, whose value is uniform and whose derivative is that
 //! of `log w_I` (Ścibior & Wood 2021).
+//!
+//! Differentiable baselines: [`OtResampler`] (entropic optimal transport, Sinkhorn in the log
+//! domain), [`GumbelSoftmaxResampler`] (a tempered relaxation of multinomial resampling) and
+//! [`SoftResampler`] (multinomial from a mixture with the uniform, importance-corrected
+//! weights: the one resampler here whose output weights are not uniform).
 
+mod gumbel;
 mod index;
+mod ot;
+mod soft;
 mod spec;
+
+pub use gumbel::GumbelSoftmaxResampler;
 
 pub use index::{
     IndexResampler, Killing, Multinomial, Residual, Ssp, StopGradient, Stratified, Systematic,
     sorted_uniforms,
 };
+pub use ot::{CostScale, OtConfig, OtPlan, OtResampler};
+pub use soft::SoftResampler;
 pub use spec::ResamplerSpec;
 
 use crate::error::Result;
