@@ -292,6 +292,39 @@ mod tests {
         }
     }
 
+    #[test]
+    fn gumbel_and_soft_dual_outputs_are_finite_with_zero_weights() {
+        let (x, mut lw) = family(Dual64::new(0.3, 1.0), 20);
+        lw[2] = Dual64::new(f64::NEG_INFINITY, f64::NAN);
+        lw[7] = Dual64::new(f64::NEG_INFINITY, 1.0);
+        crate::particles::normalise_log_weights(&mut lw, 0).unwrap();
+        let out = run(&GumbelSoftmaxResampler::new(0.2).unwrap(), &x, &lw, 3);
+        assert!(
+            out.as_slice()
+                .iter()
+                .all(|v| v.re.is_finite() && v.eps.is_finite())
+        );
+        let soft = super::super::SoftResampler::new(0.3).unwrap();
+        for seed in 0..20 {
+            let mut o = Particles::zeros(20, 2);
+            let mut olw = vec![Dual64::from(0.0); 20];
+            soft.resample(
+                &x,
+                &lw,
+                StreamKey::new(seed, 1, Purpose::Resample),
+                &mut o,
+                &mut olw,
+            )
+            .unwrap();
+            for w in &olw {
+                assert!(!w.re.is_nan());
+                if w.re.is_finite() {
+                    assert!(w.eps.is_finite());
+                }
+            }
+        }
+    }
+
     #[cfg(feature = "rayon")]
     #[test]
     fn gumbel_is_deterministic_across_thread_counts() {

@@ -1289,6 +1289,65 @@ mod tests {
         }
     }
 
+    #[test]
+    fn ot_dual_derivatives_are_finite_with_zero_weights() {
+        let (n, d) = (12, 2);
+        let (x, lw) = family(Dual64::new(0.2, 1.0), n, d);
+        let mut lw = lw;
+        lw[0] = Dual64::new(f64::NEG_INFINITY, f64::NAN);
+        lw[5] = Dual64::new(f64::NEG_INFINITY, 1.0);
+        crate::particles::normalise_log_weights(&mut lw, 0).unwrap();
+        for scale in [CostScale::Mean, CostScale::Max, CostScale::None] {
+            let r = OtResampler::new(OtConfig::default().with_scale(scale));
+            let (out, _) = run(&r, &x, &lw);
+            assert!(
+                out.as_slice()
+                    .iter()
+                    .all(|v| v.re.is_finite() && v.eps.is_finite()),
+                "{scale}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(64))]
+        #[test]
+        fn ot_outputs_are_convex_combinations(
+            n in 1usize..40,
+            d in 1usize..4,
+            seed in 0u64..1000,
+            eps in 0.01f64..2.0,
+            spread in -3.0f64..3.0,
+        ) {
+            let (x, lw) = cloud(n, d, seed);
+            // Rescale the cloud by 10^spread: results must not depend on the units much.
+            let scale = 10f64.powf(spread);
+            let xs = Particles::from_vec(n, d, x.as_slice().iter().map(|v| v * scale).collect())
+                .unwrap();
+            let r = OtResampler::new(OtConfig::new(eps).unwrap());
+            let (out, info) = run(&r, &xs, &lw);
+            proptest::prop_assert!(info.iterations >= 1);
+            for k in 0..d {
+                let lo = (0..n).map(|i| xs.particle(i)[k]).fold(f64::INFINITY, f64::min);
+                let hi = (0..n).map(|i| xs.particle(i)[k]).fold(f64::NEG_INFINITY, f64::max);
+                let tol = 1e-12 * (hi - lo).abs().max(scale);
+                for i in 0..n {
+                    let v = out.particle(i)[k];
+                    proptest::prop_assert!(v.is_finite() && v >= lo - tol && v <= hi + tol);
+                }
+            }
+            if info.converged {
+                // Mean preserved up to tol · max|X|.
+                for k in 0..d {
+                    let m_out = (0..n).map(|i| out.particle(i)[k]).sum::<f64>() / n as f64;
+                    let m_w: f64 = (0..n).map(|i| lw[i].exp() * xs.particle(i)[k]).sum();
+                    let xmax = xs.as_slice().iter().fold(0.0f64, |a, v| a.max(v.abs()));
+                    proptest::prop_assert!((m_out - m_w).abs() <= 2.0 * 1e-3 * xmax + 1e-12 * xmax);
+                }
+            }
+        }
+    }
+
     #[cfg(feature = "rayon")]
     #[test]
     fn ot_is_deterministic_across_thread_counts() {
