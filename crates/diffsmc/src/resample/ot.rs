@@ -408,6 +408,7 @@ const TILE: usize = 256;
 /// Tile for the generic (dual-number) kernel.
 const GTILE: usize = 64;
 /// Rows per rayon task.
+#[cfg(feature = "rayon")]
 const ROWS_PER_TASK: usize = 16;
 /// Passes with at least this many entries (targets × sources) run on rayon threads. Measured
 /// on the 2-core development machine (best of 300, d = 8, about 4 ns per entry on one thread):
