@@ -55,8 +55,9 @@ pub mod prelude {
     pub use crate::model::{Bootstrap, FeynmanKac, StateSpaceModel};
     pub use crate::particles::Particles;
     pub use crate::resample::{
-        DiffusionConfig, DiffusionResampler, Dynamics, Integrator, Killing, Multinomial, Reference,
-        ResampleInfo, Resampler, ResamplerSpec, Residual, Ssp, StopGradient, Stratified,
+        CostScale, DiffusionConfig, DiffusionResampler, Dynamics, GumbelSoftmaxResampler,
+        Integrator, Killing, Multinomial, OtConfig, OtResampler, Reference, ResampleInfo,
+        Resampler, ResamplerSpec, Residual, SoftResampler, Ssp, StopGradient, Stratified,
         Systematic,
     };
     pub use crate::rng::{StreamKey, StreamRng, standard_normal};

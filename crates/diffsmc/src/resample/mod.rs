@@ -13,16 +13,27 @@
 //! [`DiffusionResampler`] (Andersson & Zhao 2025) draws new particles by a reverse-time
 //! diffusion whose score is computed in closed form from the weighted particles: every output
 //! particle is a smooth function of the inputs, so derivatives flow through it.
+//!
+//! Differentiable baselines: [`OtResampler`] (entropic optimal transport, Sinkhorn in the log
+//! domain), [`GumbelSoftmaxResampler`] (a tempered relaxation of multinomial resampling) and
+//! [`SoftResampler`] (multinomial from a mixture with the uniform, importance-corrected
+//! weights: the one resampler here whose output weights are not uniform).
 
 pub mod diffusion;
+mod gumbel;
 mod index;
+mod ot;
+mod soft;
 mod spec;
 
 pub use diffusion::{DiffusionConfig, DiffusionResampler, Dynamics, Integrator, Reference};
+pub use gumbel::GumbelSoftmaxResampler;
 pub use index::{
     IndexResampler, Killing, Multinomial, Residual, Ssp, StopGradient, Stratified, Systematic,
     sorted_uniforms,
 };
+pub use ot::{CostScale, OtConfig, OtPlan, OtResampler};
+pub use soft::SoftResampler;
 pub use spec::ResamplerSpec;
 
 use crate::error::Result;

@@ -1,14 +1,22 @@
 //! Resampler specifications: a value that names a resampler and its knobs, parses from and
 //! prints to the CLI syntax (`systematic`, `diffusion:T=2,K=8,sde`, …) and builds the resampler
 //! for any scalar type.
+//!
+//! Differentiable baselines:
+//!
+//! - `ot[:eps=E][,iters=I][,tol=T][,scale=mean|max|none]` — [`OtResampler`]; defaults
+//!   `eps=0.1,iters=100,tol=0.001,scale=mean` (see [`OtConfig`]).
+//! - `gumbel[:tau=T]` — [`GumbelSoftmaxResampler`]; default `tau=0.1`.
+//! - `soft[:alpha=A]` — [`SoftResampler`]; default `alpha=0.5`.
 
 use std::fmt;
 use std::str::FromStr;
 
 use super::diffusion::DEFAULT_JITTER;
 use super::{
-    DiffusionConfig, DiffusionResampler, Dynamics, Integrator, Killing, Multinomial, Reference,
-    Resampler, Residual, Ssp, StopGradient, Stratified, Systematic,
+    CostScale, DiffusionConfig, DiffusionResampler, Dynamics, GumbelSoftmaxResampler, Integrator,
+    Killing, Multinomial, OtConfig, OtResampler, Reference, Resampler, Residual, SoftResampler,
+    Ssp, StopGradient, Stratified, Systematic,
 };
 use crate::error::{Result, SmcError};
 use crate::scalar::Scalar;
@@ -28,6 +36,12 @@ use crate::scalar::Scalar;
 /// assert!(spec.is_differentiable());
 /// assert_eq!(spec.to_string(), "diffusion:T=2,integrator=jentzen-kloeden,sde");
 /// assert_eq!(spec.to_string().parse::<ResamplerSpec>().unwrap(), spec);
+/// let ot: ResamplerSpec = "ot:eps=0.4,iters=50".parse().unwrap();
+/// assert_eq!(ot.to_string(), "ot:eps=0.4,iters=50,tol=0.001,scale=mean");
+/// assert!(ot.is_differentiable());
+/// assert_eq!("gumbel:tau=0.1".parse::<ResamplerSpec>().unwrap(), ResamplerSpec::Gumbel { tau: 0.1 });
+/// assert_eq!("soft:alpha=0.9".parse::<ResamplerSpec>().unwrap(), ResamplerSpec::Soft { alpha: 0.9 });
+/// assert!("ot:epsilon=abc".parse::<ResamplerSpec>().is_err());
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -52,6 +66,18 @@ pub enum ResamplerSpec {
     /// (a fixed reference, row-major covariance). Integrators: `euler-maruyama` (`em`),
     /// `lord-rougemont` (`lr`), `jentzen-kloeden` (`jk`), `tweedie` (needs `sde`).
     Diffusion(DiffusionConfig),
+    /// [`OtResampler`] with its knobs.
+    Ot(OtConfig),
+    /// [`GumbelSoftmaxResampler`] with temperature `tau` (validated by [`ResamplerSpec::build`]).
+    Gumbel {
+        /// Temperature `τ > 0`.
+        tau: f64,
+    },
+    /// [`SoftResampler`] with mixing parameter `alpha` (validated by [`ResamplerSpec::build`]).
+    Soft {
+        /// Mixing parameter `α ∈ (0, 1]`.
+        alpha: f64,
+    },
 }
 
 /// The `key=value` and bare-flag options after the `:` of a spec.
@@ -95,8 +121,12 @@ impl<'a> SpecArgs<'a> {
         }
     }
 
+    /// The error for an option this resampler does not have.
+    pub fn unknown(&self, k: &str, expected: &str) -> SmcError {
+        self.err(format!("unknown option `{k}` (expected: {expected})"))
+    }
+
     /// Parses a numeric value of option `k`.
-    #[allow(dead_code)]
     pub fn num<T: FromStr>(&self, k: &str, v: Option<&str>) -> Result<T> {
         let v = v.ok_or_else(|| self.err(format!("option `{k}` needs a value, as in `{k}=…`")))?;
         v.parse()
@@ -116,13 +146,25 @@ impl ResamplerSpec {
             ResamplerSpec::Killing => Box::new(Killing),
             ResamplerSpec::StopGradient => Box::new(StopGradient),
             ResamplerSpec::Diffusion(c) => Box::new(DiffusionResampler::new(c.clone())),
+            ResamplerSpec::Ot(c) => Box::new(OtResampler::new(*c)),
+            ResamplerSpec::Gumbel { tau } => Box::new(GumbelSoftmaxResampler::new(*tau)?),
+            ResamplerSpec::Soft { alpha } => Box::new(SoftResampler::new(*alpha)?),
         })
     }
 
     /// Whether derivatives flow through the resampling (so the filter's log-likelihood is a
-    /// smooth function of the parameters for a fixed seed).
+    /// smooth function of the parameters for a fixed seed): `true` for diffusion, OT and
+    /// Gumbel-softmax, whose outputs are smooth functions of the particles and log-weights.
+    ///
+    /// `false` for the index resamplers, and also for stop-gradient and soft resampling: their
+    /// ancestor indices are discrete, so for a fixed seed the log-likelihood jumps where an
+    /// ancestor changes, even though their output log-weights carry derivatives of the input
+    /// log-weights (which is what makes their gradient estimates informative).
     pub fn is_differentiable(&self) -> bool {
-        matches!(self, ResamplerSpec::Diffusion(_))
+        matches!(
+            self,
+            ResamplerSpec::Diffusion(_) | ResamplerSpec::Ot(_) | ResamplerSpec::Gumbel { .. }
+        )
     }
 
     /// The names accepted by [`FromStr`], for help texts.
@@ -135,6 +177,9 @@ impl ResamplerSpec {
         "killing",
         "stop-gradient",
         "diffusion",
+        "ot",
+        "gumbel",
+        "soft",
     ];
 }
 
@@ -158,6 +203,29 @@ impl FromStr for ResamplerSpec {
             "killing" => simple(ResamplerSpec::Killing),
             "stop-gradient" | "stopgrad" | "stop_gradient" => simple(ResamplerSpec::StopGradient),
             "diffusion" => parse_diffusion(&args).map(ResamplerSpec::Diffusion),
+            "ot" => parse_ot(&args).map(ResamplerSpec::Ot),
+            "gumbel" | "gumbel-softmax" => {
+                let mut tau = GumbelSoftmaxResampler::DEFAULT_TAU;
+                for &(k, v) in &args.items {
+                    match k {
+                        "tau" => tau = args.num(k, v)?,
+                        _ => return Err(args.unknown(k, "tau")),
+                    }
+                }
+                GumbelSoftmaxResampler::new(tau)?;
+                Ok(ResamplerSpec::Gumbel { tau })
+            }
+            "soft" => {
+                let mut alpha = SoftResampler::DEFAULT_ALPHA;
+                for &(k, v) in &args.items {
+                    match k {
+                        "alpha" => alpha = args.num(k, v)?,
+                        _ => return Err(args.unknown(k, "alpha")),
+                    }
+                }
+                SoftResampler::new(alpha)?;
+                Ok(ResamplerSpec::Soft { alpha })
+            }
             other => Err(args.err(format!(
                 "unknown resampler `{other}`; expected one of: {}",
                 ResamplerSpec::NAMES.join(", ")
@@ -177,6 +245,9 @@ impl fmt::Display for ResamplerSpec {
             ResamplerSpec::Killing => write!(f, "killing"),
             ResamplerSpec::StopGradient => write!(f, "stop-gradient"),
             ResamplerSpec::Diffusion(c) => fmt_diffusion(c, f),
+            ResamplerSpec::Ot(c) => write!(f, "{c}"),
+            ResamplerSpec::Gumbel { tau } => write!(f, "gumbel:tau={tau}"),
+            ResamplerSpec::Soft { alpha } => write!(f, "soft:alpha={alpha}"),
         }
     }
 }
@@ -394,4 +465,103 @@ fn parse_diffusion(args: &SpecArgs<'_>) -> Result<DiffusionConfig> {
         c = c.with_jitter(j).map_err(|e| at("jitter", e))?;
     }
     Ok(c)
+}
+/// `ot[:eps=…][,iters=…][,tol=…][,scale=…]`: parse errors name the option; out-of-range values
+/// are [`SmcError::InvalidParameter`]s naming the knob.
+fn parse_ot(args: &SpecArgs<'_>) -> Result<OtConfig> {
+    let mut c = OtConfig::default();
+    for &(k, v) in &args.items {
+        match k {
+            "eps" | "epsilon" => c = c.with_epsilon(args.num(k, v)?)?,
+            "iters" | "max_iters" | "iterations" => c = c.with_max_iterations(args.num(k, v)?)?,
+            "tol" | "tolerance" => c = c.with_tolerance(args.num(k, v)?)?,
+            "scale" => {
+                let v = v.ok_or_else(|| {
+                    args.err("option `scale` needs a value: `scale=mean|max|none`")
+                })?;
+                let s: CostScale = v.parse().map_err(|_| {
+                    args.err(format!(
+                        "option `scale`: `{v}` is not one of `mean`, `max`, `none`"
+                    ))
+                })?;
+                c = c.with_scale(s);
+            }
+            _ => return Err(args.unknown(k, "eps, iters, tol, scale")),
+        }
+    }
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ot_gumbel_soft_specs_round_trip_and_build() {
+        for s in [
+            "ot",
+            "ot:eps=0.4",
+            "ot:eps=0.8,iters=20,tol=1e-6,scale=max",
+            "ot:scale=none",
+            "gumbel",
+            "gumbel:tau=0.1",
+            "soft",
+            "soft:alpha=0.9",
+            "soft:alpha=1",
+        ] {
+            let spec: ResamplerSpec = s.parse().unwrap();
+            let again: ResamplerSpec = spec.to_string().parse().unwrap();
+            assert_eq!(spec, again, "{s}");
+            assert_eq!(spec.build::<f64>().unwrap().name(), spec.to_string());
+            spec.build::<num_dual::Dual64>().unwrap();
+        }
+        let ot: ResamplerSpec = "ot:eps=0.4,iters=7,tol=0.01".parse().unwrap();
+        let ResamplerSpec::Ot(c) = ot else {
+            panic!("not ot")
+        };
+        assert_eq!(
+            (c.epsilon(), c.max_iterations(), c.tolerance()),
+            (0.4, 7, 0.01)
+        );
+        assert_eq!(c.scale(), CostScale::Mean);
+        assert!(ot.is_differentiable());
+        assert!(ResamplerSpec::Gumbel { tau: 1.0 }.is_differentiable());
+        assert!(!ResamplerSpec::Soft { alpha: 0.5 }.is_differentiable());
+        assert!(!ResamplerSpec::Systematic.is_differentiable());
+    }
+
+    #[test]
+    fn ot_gumbel_soft_bad_specs_are_typed_errors() {
+        let bad_spec = |s: &str, key: &str| match s.parse::<ResamplerSpec>() {
+            Err(SmcError::BadSpec { reason, .. }) => {
+                assert!(reason.contains(key), "{s}: {reason}")
+            }
+            other => panic!("{s}: expected BadSpec, got {other:?}"),
+        };
+        bad_spec("ot:eps=abc", "eps");
+        bad_spec("ot:eps", "eps");
+        bad_spec("ot:iters=2.5", "iters");
+        bad_spec("ot:tol=", "tol");
+        bad_spec("ot:scale=median", "scale");
+        bad_spec("ot:bogus=1", "bogus");
+        bad_spec("gumbel:temperature=1", "temperature");
+        bad_spec("gumbel:tau=x", "tau");
+        bad_spec("soft:alpha=", "alpha");
+        bad_spec("soft:a=0.5", "`a`");
+        let invalid = |s: &str, key: &str| match s.parse::<ResamplerSpec>() {
+            Err(SmcError::InvalidParameter { name, .. }) => assert_eq!(name, key, "{s}"),
+            other => panic!("{s}: expected InvalidParameter, got {other:?}"),
+        };
+        invalid("ot:eps=0", "eps");
+        invalid("ot:eps=-1", "eps");
+        invalid("ot:iters=0", "iters");
+        invalid("ot:tol=0", "tol");
+        invalid("gumbel:tau=0", "tau");
+        invalid("gumbel:tau=-0.5", "tau");
+        invalid("soft:alpha=0", "alpha");
+        invalid("soft:alpha=1.5", "alpha");
+        // Directly built variants are validated by `build`.
+        assert!(ResamplerSpec::Gumbel { tau: -1.0 }.build::<f64>().is_err());
+        assert!(ResamplerSpec::Soft { alpha: 2.0 }.build::<f64>().is_err());
+    }
 }
