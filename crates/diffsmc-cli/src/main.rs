@@ -13,6 +13,7 @@ mod output;
 mod plot;
 mod plot_cmd;
 mod progress;
+mod sde_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
