@@ -10,8 +10,8 @@ use diffsmc::grad::DualObjective;
 use diffsmc::rng::derive_seed;
 use diffsmc::{Resampler, SmcError, Trigger};
 use diffsmc_sde::{
-    BridgeProposal, BridgeSettings, DoubleWellFamily, ExactOuObjective, Observations, Ou, OuFamily,
-    Parametrisation, PathObjective, Sde, SdeFamily, map_intervals, standard_errors,
+    BridgeProposal, BridgeSettings, DoubleWellFamily, ExactOuObjective, Lookahead, Observations,
+    Ou, OuFamily, Parametrisation, PathObjective, Sde, SdeFamily, map_intervals, standard_errors,
 };
 use serde_json::{Value, json};
 
@@ -41,6 +41,10 @@ pub struct SdeArgs {
     /// (guided).
     #[arg(long, default_value = "mdb")]
     pub proposal: BridgeProposal,
+    /// SDE models: the look-ahead twist of the bridge weights, `brownian`, `euler` or `off`
+    /// (changes the estimate only when resampling; see docs/sde-bridges.md).
+    #[arg(long, default_value = "brownian")]
+    pub lookahead: Lookahead,
 }
 
 /// Which SDE.
@@ -164,6 +168,7 @@ fn settings(
     }
     Ok(BridgeSettings::new(particles, sde.substeps)?
         .with_proposal(sde.proposal)
+        .with_lookahead(sde.lookahead)
         .with_trigger(trigger.unwrap_or(Trigger::Never))?)
 }
 
@@ -325,6 +330,7 @@ pub fn filter(args: &FilterArgs, force: bool) -> Result<(), CliError> {
             "particles": settings.particles(),
             "substeps": settings.substeps(),
             "proposal": settings.proposal().to_string(),
+            "lookahead": settings.lookahead().to_string(),
             "trigger": format!("{:?}", settings.trigger()),
             "resampler": args.resampler.to_string(),
             "seed": args.seed,
@@ -501,6 +507,7 @@ fn fit_family<F: SdeFamily>(
         "particles": settings.particles(),
         "substeps": settings.substeps(),
         "proposal": settings.proposal().to_string(),
+        "lookahead": settings.lookahead().to_string(),
         "trigger": format!("{:?}", settings.trigger()),
         "resampler": args.resampler.to_string(),
         "seed": args.seed,

@@ -12,6 +12,23 @@ use crate::sde::{LN_2PI, Sde, half_log_det, whitened_sq_norm, with_scratch};
 /// Noise draws of at most this many components live on the stack.
 const STACK_DIM: usize = 16;
 
+/// The per-sub-step constants (functions of `k`, `M`, `δ` and `d` only), computed once per
+/// bridge so that the per-particle work has no logarithms or square roots of constants.
+#[derive(Debug, Clone, Copy)]
+struct StepConst {
+    /// `δ / R_k`: the pull towards `x_end`.
+    frac: f64,
+    /// `√c_k`, `1 / c_k`: the proposal covariance is `c_k a(x)`.
+    sqrt_c: f64,
+    inv_c: f64,
+    /// `(d/2) ln(δ / c_k)`.
+    log_ratio: f64,
+    /// `R_k = (M − k) δ`, `1 / R_k` and `(d/2)(ln 2π + ln R_k)` for the look-ahead.
+    rem: f64,
+    inv_rem: f64,
+    look_norm: f64,
+}
+
 /// How the bridge proposes the sub-step `x → x'` of length `δ` at remaining time `R` (the time
 /// left to the interval's end, `x_end` the observation there, `a(x) = σ(x)σ(x)ᵀ`).
 ///
@@ -30,6 +47,52 @@ pub enum BridgeProposal {
     /// `x' ~ N(x + b(x) δ + (x_end − x) δ / R, a(x) δ)`. Keeps the drift and the full Euler
     /// variance; the pull `(x_end − x)/R` grows as the end approaches.
     DelyonHu,
+}
+
+/// The look-ahead function `ψ_k` that twists the bridge potentials (see
+/// [`Bridge::with_lookahead`]): an approximation of `p(x_end | x_k = x)` over the remaining time
+/// `R_k = (M − k) δ`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Lookahead {
+    /// No twist: the potentials are the plain ratios `G_k`.
+    Off,
+    /// `ψ_k(x) = N(x_end; x, a(x) R_k)`, drift-free. With a constant diffusion and the modified
+    /// diffusion bridge the twisted potential of a sub-step is exactly the Euler Girsanov ratio
+    /// `N(x'; x + b δ, a δ) / N(x'; x, a δ)`.
+    #[default]
+    Brownian,
+    /// `ψ_k(x) = N(x_end; x + b(x) R_k, a(x) R_k)`: one Euler step over the remaining time.
+    /// Sharper for short remaining times, but it overshoots when `R_k` times the drift's
+    /// Lipschitz constant exceeds about 2 (then the drift term points past the attractor).
+    Euler,
+}
+
+impl FromStr for Lookahead {
+    type Err = SmcError;
+    /// `off`, `brownian` or `euler`.
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "off" | "none" => Ok(Lookahead::Off),
+            "brownian" => Ok(Lookahead::Brownian),
+            "euler" => Ok(Lookahead::Euler),
+            _ => Err(SmcError::invalid(
+                "look-ahead",
+                s,
+                "`off`, `brownian` or `euler`",
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Lookahead {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Lookahead::Off => "off",
+            Lookahead::Brownian => "brownian",
+            Lookahead::Euler => "euler",
+        })
+    }
 }
 
 impl BridgeProposal {
@@ -103,9 +166,12 @@ pub struct Bridge<'a, S, D: ?Sized> {
     m: usize,
     delta: f64,
     proposal: BridgeProposal,
-    /// The factor of `a`, when the diffusion is constant.
-    chol: Option<Vec<S>>,
-    lookahead: bool,
+    /// The factor of `a` and `Σ ln L_ii`, when the diffusion is constant.
+    chol: Option<(Vec<S>, S)>,
+    lookahead: Lookahead,
+    steps: Vec<StepConst>,
+    /// `(d/2)(ln 2π + ln δ)`, the Euler density's normaliser without the determinant.
+    euler_norm: f64,
 }
 
 impl<'a, S: Scalar, D: Sde<S> + ?Sized> Bridge<'a, S, D> {
@@ -161,33 +227,57 @@ impl<'a, S: Scalar, D: Sde<S> + ?Sized> Bridge<'a, S, D> {
                     what: "diffusion covariance σσᵀ",
                 });
             }
-            Some(l)
+            let h = half_log_det(&l, d);
+            Some((l, h))
         } else {
             None
         };
+        let delta = dt / substeps as f64;
+        let half_d = 0.5 * d as f64;
+        let steps = (0..substeps)
+            .map(|k| {
+                let left = (substeps - k) as f64;
+                let c = match proposal {
+                    BridgeProposal::ModifiedDiffusionBridge => delta * ((left - 1.0) / left),
+                    BridgeProposal::DelyonHu => delta,
+                };
+                let rem = left * delta;
+                StepConst {
+                    frac: 1.0 / left,
+                    sqrt_c: c.sqrt(),
+                    inv_c: 1.0 / c,
+                    log_ratio: half_d * (delta / c).ln(),
+                    rem,
+                    inv_rem: 1.0 / rem,
+                    look_norm: half_d * (LN_2PI + rem.ln()),
+                }
+            })
+            .collect();
         Ok(Bridge {
             sde,
             d,
             x_start,
             x_end: x_end.iter().map(|&v| S::cst(v)).collect(),
             m: substeps,
-            delta: dt / substeps as f64,
+            delta,
             proposal,
             chol,
-            lookahead: true,
+            lookahead: Lookahead::default(),
+            steps,
+            euler_norm: half_d * (LN_2PI + delta.ln()),
         })
     }
 
-    /// Twists the potentials by the look-ahead `ψ_k(x) = N(x_end; x + b(x) R_k, a(x) R_k)`
-    /// (one Euler step over the remaining time `R_k`): the potential of sub-step `k` becomes
+    /// Twists the potentials by a look-ahead `ψ_k` ([`Lookahead`]; default
+    /// [`Lookahead::Brownian`]): the potential of sub-step `k` becomes
     /// `G_k ψ_{k+1}(x_{k+1}) / ψ_k(x_k)` (no `ψ_0` at the start, no `ψ_M` at the end), so the
     /// product over the path — the estimate — is unchanged, while the intermediate weights
     /// say how well each partial bridge can still reach `x_end`. That is what resampling (and
-    /// the ESS trigger) should see; without it the intermediate weights mostly reward paths
-    /// that wandered away from `x_end` (they are paid back at the end). On by default; it
-    /// makes no difference without resampling beyond rounding.
-    pub fn with_lookahead(mut self, yes: bool) -> Self {
-        self.lookahead = yes;
+    /// the ESS trigger) should see; without a twist the intermediate weights mostly reward
+    /// paths that wandered away from `x_end` (they are paid back at the end). Without
+    /// resampling the choice changes nothing but rounding.
+    pub fn with_lookahead(mut self, lookahead: Lookahead) -> Self {
+        self.lookahead = lookahead;
         self
     }
 
@@ -201,28 +291,22 @@ impl<'a, S: Scalar, D: Sde<S> + ?Sized> Bridge<'a, S, D> {
         self.delta
     }
 
-    /// `δ / R` and the proposal variance multiplier `c` (proposal covariance `c · a(x)`) at
-    /// sub-step `k < M − 1`.
-    #[inline]
-    fn schedule(&self, k: usize) -> (f64, f64) {
-        let rem = (self.m - k) as f64 * self.delta;
-        let frac = self.delta / rem;
-        let c = match self.proposal {
-            BridgeProposal::ModifiedDiffusionBridge => {
-                self.delta * ((self.m - k - 1) as f64 / (self.m - k) as f64)
-            }
-            BridgeProposal::DelyonHu => self.delta,
-        };
-        (frac, c)
-    }
-
     /// Fills `l` with the factor of `a(x)` (or borrows the constant one); `None` when `a(x)` is
     /// not positive definite.
     #[inline]
     fn factor<'b>(&'b self, x: &[S], l: &'b mut [S]) -> Option<&'b [S]> {
         match &self.chol {
-            Some(c) => Some(c),
+            Some((c, _)) => Some(c),
             None => self.sde.diffusion_cholesky(x, l).then_some(&*l),
+        }
+    }
+
+    /// `Σ ln L_ii` of a factor from [`Bridge::factor`].
+    #[inline]
+    fn half_log_det(&self, l: &[S]) -> S {
+        match &self.chol {
+            Some((_, h)) => *h,
+            None => half_log_det(l, self.d),
         }
     }
 
@@ -232,7 +316,7 @@ impl<'a, S: Scalar, D: Sde<S> + ?Sized> Bridge<'a, S, D> {
             return;
         }
         let d = self.d;
-        let (frac, c) = self.schedule(k);
+        let st = self.steps[k];
         let lsize = if self.chol.is_some() { 0 } else { d * d };
         let mut xi_stack = [0.0_f64; STACK_DIM];
         let mut xi_heap = Vec::new();
@@ -252,39 +336,45 @@ impl<'a, S: Scalar, D: Sde<S> + ?Sized> Bridge<'a, S, D> {
                 return;
             };
             lower_mul_vec(l, d, xi, noise);
-            let sc = c.sqrt();
             let drift = self.proposal == BridgeProposal::DelyonHu;
             if drift {
                 self.sde.drift(x, b);
             }
             for i in 0..d {
-                let mut mean = x[i] + (self.x_end[i] - x[i]) * frac;
+                let mut mean = x[i] + (self.x_end[i] - x[i]) * st.frac;
                 if drift {
                     mean += b[i] * self.delta;
                 }
-                out[i] = mean + noise[i] * sc;
+                out[i] = mean + noise[i] * st.sqrt_c;
             }
         });
     }
 
-    /// `log ψ_k(x) = log N(x_end; x + b(x) R_k, a(x) R_k)`, one Euler step over the remaining
-    /// time `R_k = (M − k) δ`, from the drift `b` and factor `l` at `x` (`r` is scratch).
+    /// `log ψ_k(x)`: `log N(x_end; x [+ b(x) R_k], a(x) R_k)` over the remaining time
+    /// `R_k = (M − k) δ`, from the drift `b` (read for [`Lookahead::Euler`] only) and factor `l`
+    /// at `x` (`r` is scratch).
     #[inline]
     fn log_lookahead(&self, k: usize, x: &[S], b: &[S], l: &[S], r: &mut [S]) -> S {
         let d = self.d;
-        let rem = (self.m - k) as f64 * self.delta;
-        for i in 0..d {
-            r[i] = self.x_end[i] - x[i] - b[i] * rem;
+        let st = &self.steps[k];
+        if self.lookahead == Lookahead::Euler {
+            for i in 0..d {
+                r[i] = self.x_end[i] - x[i] - b[i] * st.rem;
+            }
+        } else {
+            for i in 0..d {
+                r[i] = self.x_end[i] - x[i];
+            }
         }
         let q = whitened_sq_norm(l, d, r);
-        -(q / rem + (LN_2PI + rem.ln()) * d as f64) * 0.5 - half_log_det(l, d)
+        q * (-0.5 * st.inv_rem) - st.look_norm - self.half_log_det(l)
     }
 
     fn log_weight(&self, k: usize, x: &[S], y: &[S]) -> S {
         let d = self.d;
         let last = k + 1 >= self.m;
-        let twisted = self.lookahead && self.m > 1;
-        if last && twisted {
+        let twisted = self.lookahead != Lookahead::Off && self.m > 1;
+        if last && twisted && self.lookahead == Lookahead::Euler {
             // G_{M−1} / ψ_{M−1}(x): the Euler density at x_end over itself.
             return S::zero();
         }
@@ -301,15 +391,19 @@ impl<'a, S: Scalar, D: Sde<S> + ?Sized> Bridge<'a, S, D> {
                 r[i] = y[i] - x[i] - b[i] * delta;
             }
             let qe = whitened_sq_norm(l, d, r);
-            let df = d as f64;
             if last {
-                // The point mass at x_end: the Euler density itself.
-                return -(qe / delta + (LN_2PI + delta.ln()) * df) * 0.5 - half_log_det(l, d);
+                // The point mass at x_end: the Euler density itself (over ψ_{M−1}(x)).
+                let w = qe * (-0.5 / delta) - self.euler_norm - self.half_log_det(l);
+                return if twisted {
+                    w - self.log_lookahead(k, x, b, l, r)
+                } else {
+                    w
+                };
             }
-            let (frac, c) = self.schedule(k);
+            let st = &self.steps[k];
             let drift = self.proposal == BridgeProposal::DelyonHu;
             for i in 0..d {
-                let mut mean = x[i] + (self.x_end[i] - x[i]) * frac;
+                let mut mean = x[i] + (self.x_end[i] - x[i]) * st.frac;
                 if drift {
                     mean += b[i] * delta;
                 }
@@ -317,12 +411,14 @@ impl<'a, S: Scalar, D: Sde<S> + ?Sized> Bridge<'a, S, D> {
             }
             let qq = whitened_sq_norm(l, d, r);
             // log N(y; ·, a δ) − log N(y; ·, a c): the log-determinants of L cancel.
-            let mut w = (qq / c - qe / delta - (delta / c).ln() * df) * 0.5;
+            let mut w = (qq * st.inv_c - qe * (1.0 / delta)) * 0.5 - st.log_ratio;
             if twisted {
                 if k > 0 {
                     w -= self.log_lookahead(k, x, b, l, r);
                 }
-                self.sde.drift(y, b);
+                if self.lookahead == Lookahead::Euler {
+                    self.sde.drift(y, b);
+                }
                 let Some(ly) = self.factor(y, lbuf) else {
                     return S::cst(f64::NEG_INFINITY);
                 };

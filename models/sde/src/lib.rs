@@ -57,7 +57,7 @@ mod path;
 mod sde;
 mod simulate;
 
-pub use bridge::{Bridge, BridgeProposal};
+pub use bridge::{Bridge, BridgeProposal, Lookahead};
 pub use models::{DoubleWell, DoubleWellFamily, Ou, OuFamily, SdeFamily};
 pub use path::{
     BridgeSettings, ExactOuObjective, Observations, Parametrisation, PathEstimate, PathObjective,
@@ -65,3 +65,8 @@ pub use path::{
 };
 pub use sde::Sde;
 pub use simulate::{regular_times, simulate_euler};
+
+/// docs/sde-bridges.md's library example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/sde-bridges.md")]
+pub struct SdeBridgesDoctests;

@@ -7,7 +7,7 @@ use diffsmc::rng::derive_seed;
 use diffsmc::{Resampler, Result, Scalar, Smc, SmcConfig, SmcError, SmcOutput, Trigger};
 use rayon::prelude::*;
 
-use crate::bridge::{Bridge, BridgeProposal};
+use crate::bridge::{Bridge, BridgeProposal, Lookahead};
 use crate::models::{Ou, SdeFamily};
 use crate::sde::Sde;
 
@@ -155,12 +155,12 @@ impl Observations {
 pub struct BridgeSettings {
     substeps: usize,
     proposal: BridgeProposal,
-    lookahead: bool,
+    lookahead: Lookahead,
     smc: SmcConfig,
 }
 
 impl BridgeSettings {
-    /// `particles ≥ 1`, `substeps ≥ 1`; modified diffusion bridge, look-ahead on, no
+    /// `particles ≥ 1`, `substeps ≥ 1`; modified diffusion bridge, Brownian look-ahead, no
     /// resampling.
     pub fn new(particles: usize, substeps: usize) -> Result<Self> {
         if substeps == 0 {
@@ -169,7 +169,7 @@ impl BridgeSettings {
         Ok(BridgeSettings {
             substeps,
             proposal: BridgeProposal::default(),
-            lookahead: true,
+            lookahead: Lookahead::default(),
             smc: SmcConfig::new(particles)?.with_trigger(Trigger::Never)?,
         })
     }
@@ -179,9 +179,13 @@ impl BridgeSettings {
         self
     }
     /// Sets the look-ahead twist (see [`Bridge::with_lookahead`]).
-    pub fn with_lookahead(mut self, yes: bool) -> Self {
-        self.lookahead = yes;
+    pub fn with_lookahead(mut self, lookahead: Lookahead) -> Self {
+        self.lookahead = lookahead;
         self
+    }
+    /// The look-ahead twist.
+    pub fn lookahead(&self) -> Lookahead {
+        self.lookahead
     }
     /// Sets the resampling trigger (validated).
     pub fn with_trigger(mut self, trigger: Trigger) -> Result<Self> {

@@ -75,17 +75,20 @@ fn ou_log_transition_converges_to_exact() {
     );
 }
 
-/// With a constant σ the modified diffusion bridge (with the look-ahead twist) is nearly
-/// the exact bridge: the weights are almost constant. For κΔ = 0.1 (Δ = 0.1) the measured
-/// minimum ESS over the sub-steps is 0.9996 N; we require ≥ 0.99 N. For κΔ = 1 the final
-/// (importance-sampling) ESS is 0.968 N here (0.92–0.98 over end points and seeds in
-/// docs/sde-bridges.md); we require ≥ 0.85 N.
+/// With a constant σ the modified diffusion bridge is nearly the exact bridge: the weights
+/// are almost constant. For κΔ = 0.1 (Δ = 0.1) the measured final (importance-sampling) ESS
+/// is 0.9997 N and the smallest ESS over the sub-steps (the Brownian look-ahead's
+/// intermediate Girsanov weights) 0.980 N; we require ≥ 0.99 N and ≥ 0.95 N. For κΔ = 1 the
+/// final ESS is 0.968 N here (0.82–1.0 over 200 end points in docs/sde-bridges.md); we
+/// require ≥ 0.85 N.
 #[test]
 fn mdb_weights_are_nearly_constant_for_constant_sigma() {
     let ou = Ou::new(1.0, 0.0, 0.5, 1).unwrap();
     let out = run_bridge(&ou, &[0.5], &[0.45], 0.1, 512, 16, 3);
     let min = out.ess.iter().copied().fold(f64::INFINITY, f64::min);
-    assert!(min >= 0.99 * 512.0, "min ESS {min}");
+    let fin = *out.ess.last().unwrap();
+    assert!(fin >= 0.99 * 512.0, "final ESS {fin}");
+    assert!(min >= 0.95 * 512.0, "min ESS {min}");
     let out = run_bridge(&ou, &[0.5], &[-0.4], 1.0, 512, 16, 3);
     assert!(
         *out.ess.last().unwrap() >= 0.85 * 512.0,
@@ -181,24 +184,28 @@ fn lookahead_telescopes() {
         BridgeProposal::ModifiedDiffusionBridge,
         BridgeProposal::DelyonHu,
     ] {
-        let run = |la: bool| -> SmcOutput<f64> {
+        let run = |la: Lookahead| -> SmcOutput<f64> {
             let br = Bridge::new(&ou, &a, &b, 0.7, 10, p)
                 .unwrap()
                 .with_lookahead(la);
             Smc::new(c.clone()).run(&br, &Systematic, 4).unwrap()
         };
-        let (x, y) = (run(true), run(false));
-        assert!((x.log_likelihood - y.log_likelihood).abs() < 1e-10);
+        let off = run(Lookahead::Off).log_likelihood;
+        for la in [Lookahead::Brownian, Lookahead::Euler] {
+            assert!((run(la).log_likelihood - off).abs() < 1e-10, "{la}");
+        }
     }
     let bm = Ou::new(0.0, 0.0, 0.6, 1).unwrap();
-    let run = |la: bool| -> SmcOutput<f64> {
+    let run = |la: Lookahead| -> SmcOutput<f64> {
         let br = Bridge::new(&bm, &[0.0], &[1.0], 1.0, 10, BridgeProposal::default())
             .unwrap()
             .with_lookahead(la);
         Smc::new(c.clone()).run(&br, &Systematic, 4).unwrap()
     };
-    assert!(run(true).ess.iter().all(|&e| (e - 64.0).abs() < 1e-8));
-    assert!(run(false).ess[..9].iter().any(|&e| e < 60.0));
+    for la in [Lookahead::Brownian, Lookahead::Euler] {
+        assert!(run(la).ess.iter().all(|&e| (e - 64.0).abs() < 1e-8));
+    }
+    assert!(run(Lookahead::Off).ess[..9].iter().any(|&e| e < 60.0));
 }
 
 /// The path estimate does not depend on the number of threads (intervals run in parallel,
