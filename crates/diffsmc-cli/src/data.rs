@@ -11,6 +11,8 @@ pub struct Observations {
     pub columns: Vec<String>,
     /// Row-major values; NaN marks a missing value.
     pub values: Vec<Vec<f64>>,
+    /// The 1-based line number of each row in the file (for error messages).
+    pub lines: Vec<usize>,
 }
 
 impl Observations {
@@ -37,6 +39,7 @@ fn parse_cell(cell: &str) -> Option<f64> {
 pub fn parse_csv(text: &str, source: &str) -> Result<Observations, CliError> {
     let mut columns: Option<Vec<String>> = None;
     let mut values = Vec::new();
+    let mut lines = Vec::new();
     let mut first = true;
     for (lineno, line) in text.lines().enumerate() {
         let lineno = lineno + 1;
@@ -92,6 +95,7 @@ pub fn parse_csv(text: &str, source: &str) -> Result<Observations, CliError> {
             }
         }
         values.push(row);
+        lines.push(lineno);
     }
     let columns = columns.ok_or_else(|| CliError::Data {
         file: source.to_string(),
@@ -105,7 +109,11 @@ pub fn parse_csv(text: &str, source: &str) -> Result<Observations, CliError> {
             message: "the file has a header but no data rows".into(),
         });
     }
-    Ok(Observations { columns, values })
+    Ok(Observations {
+        columns,
+        values,
+        lines,
+    })
 }
 
 /// Reads and parses a CSV file.
@@ -127,6 +135,7 @@ mod tests {
         assert_eq!(o.columns, vec!["y"]);
         assert_eq!(o.len(), 3);
         assert!(o.values[1][0].is_nan());
+        assert_eq!(o.lines, vec![2, 4, 5]);
         let o = parse_csv("1,2\n3,\n", "t").unwrap();
         assert_eq!(o.dim(), 2);
         assert!(o.values[1][1].is_nan());

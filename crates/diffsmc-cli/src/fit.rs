@@ -22,7 +22,9 @@ use crate::progress;
     after_help = "Example:\n  diffsmc fit --model lgssm --data ys.csv --init 1.5,2.0 --optimizer lbfgs \\\n      --particles 32 --resampler diffusion:T=2,K=8,integrator=jentzen-kloeden,sde --seed 1 --json fit.json"
 )]
 pub struct FitArgs {
-    /// Model: `lgssm` (θ = (θ1, θ2) of the paper's linear Gaussian SSM).
+    /// Model: `lgssm` (θ = (θ1, θ2) of the paper's linear Gaussian SSM), `ou` (θ = (κ, μ, σ)
+    /// of dX = κ(μ − X)dt + σ dW) or `double-well` (θ = (θ1, θ2, σ) of
+    /// dX = θ1 X(θ2 − X²)dt + σ dW); the SDE models read a time column first.
     #[arg(long, default_value = "lgssm")]
     pub model: String,
     /// Observations (CSV; see `diffsmc filter --help`).
@@ -58,9 +60,10 @@ pub struct FitArgs {
         default_value = "diffusion:T=2,K=8,integrator=jentzen-kloeden,sde"
     )]
     pub resampler: ResamplerSpec,
-    /// When to resample: `always`, `never` or `ess:FRAC`.
-    #[arg(long, default_value = "always")]
-    pub trigger: Trigger,
+    /// When to resample: `always`, `never` or `ess:FRAC` (default: `always` for lgssm,
+    /// `never` — bridge importance sampling, smooth in θ — for the SDE models).
+    #[arg(long)]
+    pub trigger: Option<Trigger>,
     /// Seed. L-BFGS uses it at every evaluation (common random numbers: one smooth
     /// objective); Lion and Adam draw a fresh seed per iteration (stochastic gradients) unless
     /// --common-random-numbers is given.
@@ -72,14 +75,22 @@ pub struct FitArgs {
     /// Write the results as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub sde: crate::sde_cmd::SdeArgs,
 }
 
 /// Runs `diffsmc fit`.
 pub fn fit(args: &FitArgs, quiet: bool, force: bool) -> Result<(), CliError> {
+    if crate::sde_cmd::is_sde_model(&args.model) {
+        return crate::sde_cmd::fit(args, quiet, force);
+    }
     if args.model != "lgssm" {
         return Err(CliError::flag(
             "model",
-            format!("unknown model `{}`; expected `lgssm`", args.model),
+            format!(
+                "unknown model `{}`; expected `lgssm`, `ou` or `double-well`",
+                args.model
+            ),
         ));
     }
     if args.init.len() != 2 {
@@ -93,7 +104,8 @@ pub fn fit(args: &FitArgs, quiet: bool, force: bool) -> Result<(), CliError> {
     }
     let obs = read_csv(&args.data)?;
     let params = PaperParams::new(obs.dim(), obs.values.clone())?;
-    let smc = SmcConfig::new(args.particles)?.with_trigger(args.trigger)?;
+    let smc =
+        SmcConfig::new(args.particles)?.with_trigger(args.trigger.unwrap_or(Trigger::Always))?;
     let settings = OptimSettings {
         kind: args.optimizer,
         lr: args.lr,

@@ -160,10 +160,12 @@ pub fn demo(args: &DemoArgs, force: bool) -> Result<(), CliError> {
     after_help = "Example:\n  diffsmc filter --model lgssm --theta 0.5,1.0 --data ys.csv --particles 1024 \\\n      --resampler systematic --trigger ess:0.5 --seed 1 --kalman --json out.json --plot out.svg"
 )]
 pub struct FilterArgs {
-    /// Model: `lgssm` (the paper's linear Gaussian SSM in the data's dimension).
+    /// Model: `lgssm` (the paper's linear Gaussian SSM in the data's dimension), or a
+    /// discretely observed SDE: `ou` (dX = κ(μ − X)dt + σ dW, any dimension) or
+    /// `double-well` (dX = θ1 X(θ2 − X²)dt + σ dW), whose data have a time column first.
     #[arg(long, default_value = "lgssm")]
     pub model: String,
-    /// Parameters, comma-separated (lgssm: θ1,θ2).
+    /// Parameters, comma-separated (lgssm: θ1,θ2; ou: κ,μ,σ; double-well: θ1,θ2,σ).
     #[arg(
         long,
         value_delimiter = ',',
@@ -181,12 +183,15 @@ pub struct FilterArgs {
     /// Resampler spec (systematic, multinomial, …, diffusion:…, ot:…, gumbel:…, soft:…).
     #[arg(long, default_value = "systematic")]
     pub resampler: ResamplerSpec,
-    /// When to resample: `always`, `never` or `ess:FRAC`.
-    #[arg(long, default_value = "always")]
-    pub trigger: Trigger,
+    /// When to resample: `always`, `never` or `ess:FRAC` (default: `always` for lgssm,
+    /// `never` — bridge importance sampling — for the SDE models).
+    #[arg(long)]
+    pub trigger: Option<Trigger>,
     /// Seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    #[command(flatten)]
+    pub sde: crate::sde_cmd::SdeArgs,
     /// Also run the exact Kalman filter.
     #[arg(long)]
     pub kalman: bool,
@@ -200,12 +205,19 @@ pub struct FilterArgs {
 
 /// Runs `diffsmc filter`.
 pub fn filter(args: &FilterArgs, force: bool) -> Result<(), CliError> {
+    if crate::sde_cmd::is_sde_model(&args.model) {
+        return crate::sde_cmd::filter(args, force);
+    }
     if args.model != "lgssm" {
         return Err(CliError::flag(
             "model",
-            format!("unknown model `{}`; expected `lgssm`", args.model),
+            format!(
+                "unknown model `{}`; expected `lgssm`, `ou` or `double-well`",
+                args.model
+            ),
         ));
     }
+    let trigger = args.trigger.unwrap_or(Trigger::Always);
     if args.theta.len() != 2 {
         return Err(CliError::flag(
             "theta",
@@ -220,7 +232,7 @@ pub fn filter(args: &FilterArgs, force: bool) -> Result<(), CliError> {
     let model = Lgssm::paper(args.theta[0], args.theta[1], d)?;
     let data = model.with_data(obs.values.clone())?;
     let config = SmcConfig::new(args.particles)?
-        .with_trigger(args.trigger)?
+        .with_trigger(trigger)?
         .with_filter_moments(true);
     let resampler = args.resampler.build::<f64>()?;
     let t0 = Instant::now();
@@ -239,7 +251,7 @@ pub fn filter(args: &FilterArgs, force: bool) -> Result<(), CliError> {
         obs.len(),
         args.particles,
         args.resampler,
-        args.trigger
+        trigger
     );
     println!(
         "  log-likelihood (particle filter) {:.6}",
@@ -267,7 +279,7 @@ pub fn filter(args: &FilterArgs, force: bool) -> Result<(), CliError> {
             "data": args.data.display().to_string(),
             "particles": args.particles,
             "resampler": args.resampler.to_string(),
-            "trigger": format!("{:?}", args.trigger),
+            "trigger": format!("{:?}", trigger),
             "seed": args.seed,
             "steps": obs.len(),
             "log_likelihood": num(pf.log_likelihood),

@@ -14,6 +14,7 @@ mod output;
 mod plot;
 mod plot_cmd;
 mod progress;
+mod sde_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -738,8 +739,16 @@ mod tests {
         for f in &files {
             let text = std::fs::read_to_string(f).expect("readable doc");
             let mut in_sh = false;
+            let mut pending = String::new();
             for (lineno, line) in text.lines().enumerate() {
-                let t = line.trim();
+                // Shell line continuations: join `…\` with the next line.
+                if in_sh && line.trim_end().ends_with('\\') {
+                    pending.push_str(line.trim_end().trim_end_matches('\\'));
+                    pending.push(' ');
+                    continue;
+                }
+                let joined = std::mem::take(&mut pending) + line;
+                let t = joined.trim();
                 if t.starts_with("```") {
                     in_sh = t == "```sh" || t == "```bash";
                     continue;
