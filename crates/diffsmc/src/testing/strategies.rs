@@ -135,6 +135,8 @@ pub fn particle_cloud(
 /// - anisotropic clouds, each coordinate with its own scale `10^e_k` (a condition number up to
 ///   `10^6` within the range);
 /// - a cloud that is one outlier far away from a tight cluster.
+///
+/// Panics if `log10_scales` is empty.
 pub fn particle_cloud_with_scales(
     n: impl Into<SizeRange>,
     d: impl Into<SizeRange>,
