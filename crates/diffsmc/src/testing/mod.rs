@@ -16,8 +16,8 @@
 //!     `N w_i`, with CLT z-scores ([`OffspringReport`]);
 //!   - [`check_resampler_consistency`]: a resampler's output on a known Gaussian target
 //!     against multinomial resampling and the exact target ([`ConsistencyReport`]);
-//!   - [`check_thread_determinism`] (feature `rayon`): bit-identical filter output in 1- and
-//!     2-thread pools ([`DeterminismReport`]);
+//!   - `check_thread_determinism` (feature `rayon`, on by default): bit-identical filter output in 1- and
+//!     2-thread pools (`DeterminismReport`);
 //!   - [`check_finite_potentials`]: every non-finite log-potential or state, by step and
 //!     particle ([`PotentialsReport`]).
 //!
@@ -51,7 +51,7 @@ pub use consistency::{
 pub use determinism::{
     DeterminismReport, Mismatch, check_thread_determinism, check_thread_determinism_with,
 };
-pub use gradient::{GradientReport, GradientTolerance, check_gradient};
+pub use gradient::{FdScheme, GradientReport, GradientTolerance, check_gradient};
 pub use offspring::{
     DEFAULT_Z_MAX, OffspringReport, check_offspring_unbiased, check_offspring_unbiased_with,
 };
