@@ -10,9 +10,9 @@ use diffsmc::prelude::*;
 use diffsmc::testing::{GradientReport, check_gradient};
 use diffsmc_lgssm::{Lgssm, PaperParams};
 
-/// A reparametrisation bug: θ[0] (the paper's θ1) reaches the model with the right value but twice its
-/// derivative (think of a hand-written chain rule gone wrong). Values are untouched, so
-/// filtering and the log-likelihood look perfectly fine.
+/// A reparametrisation bug: θ[0] (the paper's θ1) reaches the model with the right value but
+/// twice its derivative (think of a hand-written chain rule gone wrong). Values are untouched,
+/// so filtering and the log-likelihood look perfectly fine.
 #[derive(Debug)]
 pub struct DoubledDerivative(pub PaperParams);
 

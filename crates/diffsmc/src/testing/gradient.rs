@@ -9,12 +9,13 @@ use crate::smc::SmcConfig;
 
 /// Tolerances of [`check_gradient`]: parameter `i` passes when
 /// `|g_i − fd_i| ≤ abs + rel · max(|g_i|, |fd_i|) + roundoff`, where
-/// `roundoff = 1000 · ε · max(|f(θ + h_i e_i)|, |f(θ − h_i e_i)|) / h_i` bounds the cancellation
-/// error of the finite difference of a long sum of rounded terms (ε the machine epsilon).
+/// `roundoff = 1000 · ε · max_k |f(θ + k h_i e_i)| / (h_i / 2)` (over the evaluated points
+/// `k ∈ {0, ±½, ±1}`; 4× that for a one-sided difference) bounds the cancellation error of
+/// a finite difference of a long sum of rounded terms (ε the machine epsilon).
 ///
 /// The defaults (`abs = 1e-6`, `rel = 1e-4`) are loose enough for the truncation error of a
 /// central difference with `h ≈ 1e-5` on a smooth estimator (`O(h²)` relative) and tight enough
-/// that a gradient wrong by a few per cent fails.
+/// that a gradient wrong by more than about 0.01 % fails.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GradientTolerance {
     /// Absolute tolerance.
@@ -234,8 +235,9 @@ impl fmt::Display for GradientReport {
 /// a *model's* derivatives, prefer `Trigger::Never` or a diffusion resampler: the model code
 /// is the same, and the estimator is smooth.
 ///
-/// The dual gradient must match the smooth finite difference. A mismatch means the model loses or distorts derivatives somewhere: an `S::cst(x.re())`
-/// that cuts a dependence on θ, a hand-written derivative, a branch on a parameter.
+/// The dual gradient must match the smooth finite difference. A mismatch means the model
+/// loses or distorts derivatives somewhere: an `S::cst(x.re())` that cuts a dependence on θ,
+/// a hand-written derivative, a branch on a parameter.
 ///
 /// Stop-gradient resampling ([`ResamplerSpec::StopGradient`](crate::ResamplerSpec)) is the
 /// exception by design: its dual gradient adds the score of the resampling choice, an

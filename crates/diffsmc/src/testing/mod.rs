@@ -16,8 +16,8 @@
 //!     `N w_i`, with CLT z-scores ([`OffspringReport`]);
 //!   - [`check_resampler_consistency`]: a resampler's output on a known Gaussian target
 //!     against multinomial resampling and the exact target ([`ConsistencyReport`]);
-//!   - `check_thread_determinism` (feature `rayon`, on by default): bit-identical filter output in 1- and
-//!     2-thread pools (`DeterminismReport`);
+//!   - `check_thread_determinism` (feature `rayon`, on by default): bit-identical filter
+//!     output in 1- and 2-thread pools (`DeterminismReport`);
 //!   - [`check_finite_potentials`]: every non-finite log-potential or state, by step and
 //!     particle ([`PotentialsReport`]).
 //!
