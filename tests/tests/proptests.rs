@@ -1,11 +1,19 @@
 //! Property-based tests of the weight utilities, the resamplers and the random streams, over
 //! random inputs including the degenerate cases: one weight 1 and the rest zero, all weights
-//! equal, huge spreads (1e-300 vs 1), large offsets, and N = 1.
+//! equal, huge spreads (1e-300 vs 1), large offsets, and N = 1; and over particle clouds with
+//! repeated particles and tiny or huge scales. The strategies are those of the testing kit
+//! (`diffsmc::testing::strategies`), which users get with the `testing` feature.
 
 use diffsmc::prelude::*;
 use diffsmc::resample::IndexResampler;
 use diffsmc::rng::Purpose;
-use diffsmc::{ess, log_sum_exp, normalise_log_weights, weights_f64};
+use diffsmc::testing::strategies::{
+    normalised_log_weights, normalised_weights, raw_log_weights, weighted_cloud,
+    weighted_cloud_with_scales,
+};
+use diffsmc::{
+    ess, log_sum_exp, normalise_log_weights, weighted_mean, weighted_mean_cov, weights_f64,
+};
 use num_dual::Dual64;
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -22,44 +30,10 @@ fn lse_ref(v: &[f64]) -> f64 {
     m + v.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
 }
 
-/// Unnormalised log-weight vectors with at least one finite entry.
+/// Unnormalised log-weight vectors with at least one finite entry (the kit's strategy: one-hot,
+/// all equal, huge spreads, large offsets, N = 1 included).
 fn log_weights() -> impl Strategy<Value = Vec<f64>> {
-    let generic = (1usize..80).prop_flat_map(|n| {
-        prop::collection::vec(prop_oneof![6 => -60.0..10.0f64, 1 => Just(NEG_INF)], n)
-    });
-    let one_hot = (1usize..80, any::<Index>(), -50.0..50.0f64).prop_map(|(n, i, c)| {
-        let mut v = vec![NEG_INF; n];
-        v[i.index(n)] = c;
-        v
-    });
-    let equal = (1usize..80, -1e3..1e3f64).prop_map(|(n, c)| vec![c; n]);
-    // Weights 1e-300 against 1, and anything down to e^-745 (below the smallest subnormal
-    // once exponentiated against the largest).
-    let spread = (1usize..80).prop_flat_map(|n| {
-        prop::collection::vec(
-            prop_oneof![Just(0.0), Just(1e-300f64.ln()), -745.0..0.0f64],
-            n,
-        )
-    });
-    let single = (-1e3..1e3f64).prop_map(|c| vec![c]);
-    let offset = (1usize..80, -700.0..700.0f64).prop_flat_map(|(n, c)| {
-        prop::collection::vec(-5.0..5.0f64, n)
-            .prop_map(move |v| v.into_iter().map(|x| x + c).collect::<Vec<_>>())
-    });
-    prop_oneof![
-        4 => generic,
-        1 => one_hot,
-        1 => equal,
-        2 => spread,
-        1 => single,
-        1 => offset,
-    ]
-    .prop_map(|mut v| {
-        if v.iter().all(|&x| x == NEG_INF) {
-            v[0] = 0.0;
-        }
-        v
-    })
+    raw_log_weights(1..80)
 }
 
 /// The resamplers with uniform output weights, each as a `Resampler<f64>`.
@@ -139,13 +113,11 @@ proptest! {
     /// ancestors, with normalised (−ln N) output log-weights, reproducibly for a key.
     #[test]
     fn resamplers_return_valid_particles(
-        lw in log_weights(),
+        v in normalised_log_weights(1..80),
         seed in any::<u64>(),
         step in 0usize..1_000_000,
     ) {
-        let n = lw.len();
-        let mut v = lw.clone();
-        normalise_log_weights(&mut v, 0).unwrap();
+        let n = v.len();
         let x = Particles::from_vec(n, 1, (0..n).map(|i| i as f64).collect()).unwrap();
         let key = StreamKey::new(seed, step, Purpose::Resample);
         for r in resamplers() {
@@ -171,9 +143,8 @@ proptest! {
 
     /// SSP and systematic counts are ⌊N w_i⌋ or ⌈N w_i⌉ for any weights.
     #[test]
-    fn ssp_and_systematic_counts_floor_or_ceil(lw in log_weights(), seed in any::<u64>()) {
-        let n = lw.len();
-        let w = weights_f64(&lw);
+    fn ssp_and_systematic_counts_floor_or_ceil(w in normalised_weights(1..80), seed in any::<u64>()) {
+        let n = w.len();
         let mut anc = vec![0; n];
         for r in [&Ssp as &dyn IndexResampler, &Systematic] {
             r.ancestors(&w, StreamKey::new(seed, 1, Purpose::Resample), &mut anc);
@@ -242,5 +213,115 @@ proptest! {
             prop_assert_ne!(&a, o);
         }
         prop_assert_ne!(draws(key.sub(tag as u64), index), draws(key.sub(tag as u64 + 1), index));
+    }
+}
+
+/// Runs a resampler on `(x, lw)` with a fixed key.
+fn resample_cloud(
+    r: &dyn Resampler<f64>,
+    x: &Particles<f64>,
+    lw: &[f64],
+    seed: u64,
+) -> (Particles<f64>, Vec<f64>) {
+    let mut out = Particles::zeros(x.len(), x.dim());
+    let mut out_lw = vec![f64::NAN; x.len()];
+    r.resample(
+        x,
+        lw,
+        StreamKey::new(seed, 3, Purpose::Resample),
+        &mut out,
+        &mut out_lw,
+    )
+    .unwrap();
+    (out, out_lw)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// On any weighted cloud (repeated particles, one-hot weights, scales 10^±30), index
+    /// resamplers output copies of input particles of positive weight, bit for bit.
+    #[test]
+    fn index_resamplers_copy_cloud_members(
+        (x, lw) in weighted_cloud(1..40, 1..5),
+        seed in any::<u64>(),
+    ) {
+        for r in resamplers() {
+            let (out, out_lw) = resample_cloud(r.as_ref(), &x, &lw, seed);
+            for p in out.iter() {
+                let found = x
+                    .iter()
+                    .zip(&lw)
+                    .any(|(q, w)| *w > NEG_INF && q.iter().zip(p).all(|(a, b)| a.to_bits() == b.to_bits()));
+                prop_assert!(found, "{}: {:?} is not a positive-weight input particle", r.name(), p);
+            }
+            prop_assert!(lse_ref(&out_lw).abs() < 1e-12);
+        }
+    }
+
+    /// Weighted means lie within the range of the positive-weight particles (up to rounding),
+    /// weighted covariances are symmetric with non-negative diagonals, at any scale.
+    #[test]
+    fn weighted_moments_of_clouds((x, lw) in weighted_cloud(1..40, 1..5)) {
+        let d = x.dim();
+        let m = weighted_mean(&x, &lw);
+        let (m2, c) = weighted_mean_cov(&x, &lw);
+        prop_assert_eq!(&m, &m2);
+        for k in 0..d {
+            let vals: Vec<f64> = x.iter().zip(&lw).filter(|(_, w)| **w > NEG_INF).map(|(p, _)| p[k]).collect();
+            let lo = vals.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = vals.iter().copied().fold(NEG_INF, f64::max);
+            let slack = 1e-12 * lo.abs().max(hi.abs());
+            prop_assert!(m[k] >= lo - slack && m[k] <= hi + slack, "mean {} outside [{}, {}]", m[k], lo, hi);
+            prop_assert!(c[k * d + k] >= 0.0);
+            for j in 0..d {
+                prop_assert_eq!(c[k * d + j], c[j * d + k]);
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Diffusion resampling on any weighted cloud gives finite particles with uniform weights,
+    /// within 50 reference standard deviations of the weighted mean (Euler–Maruyama with K = 2
+    /// SDE steps overshoots: 10.2 was seen; a wrong scale would be off by orders of
+    /// magnitude), the reference covariance
+    /// being at least the jitter floor the resampler documents (`τ ≥ 2⁻⁵² |μ|²/d` and
+    /// `≥ f64::MIN_POSITIVE`): so the output is the mean up to rounding when the weighted
+    /// covariance is zero (one-hot weights, repeated particles). Scales 10^±30, both dynamics.
+    #[test]
+    fn diffusion_output_on_clouds_is_finite_and_near_the_cloud(
+        (x, lw) in weighted_cloud_with_scales(1..40, 1..4, -30..=30),
+        seed in any::<u64>(),
+        sde in any::<bool>(),
+    ) {
+        let spec = if sde { "diffusion:K=2,sde" } else { "diffusion:K=2" };
+        let r = spec.parse::<ResamplerSpec>().unwrap().build::<f64>().unwrap();
+        let (out, out_lw) = resample_cloud(r.as_ref(), &x, &lw, seed);
+        let d = x.dim();
+        let (m, c) = weighted_mean_cov(&x, &lw);
+        let mu2: f64 = m.iter().map(|v| v * v).sum();
+        let tr: f64 = (0..d)
+            .map(|k| c[k * d + k])
+            .sum::<f64>()
+            .max(f64::EPSILON * mu2)
+            .max(d as f64 * f64::MIN_POSITIVE);
+        let n = x.len() as f64;
+        for w in &out_lw {
+            prop_assert!((w + n.ln()).abs() < 1e-12);
+        }
+        for p in out.iter() {
+            for k in 0..d {
+                prop_assert!(p[k].is_finite(), "{spec}: non-finite output {:?}", p);
+                let bound = 50.0 * tr.sqrt() + 1e-9 * m[k].abs();
+                prop_assert!(
+                    (p[k] - m[k]).abs() <= bound,
+                    "{spec}: coordinate {k} = {} is {} from the mean {} (bound {bound})",
+                    p[k], (p[k] - m[k]).abs(), m[k]
+                );
+            }
+        }
     }
 }

@@ -10,8 +10,10 @@
 //! - [`kalman`]: the exact Kalman filter and RTS smoother ([`LinearGaussian`]), generic over
 //!   the scalar, for linear Gaussian models.
 //! - [`linalg`]: Cholesky factors, triangular solves and log-determinants on any scalar.
-
 //! - [`rng`]: counter-based random streams (a seed fixes every result, whatever the threads).
+//! - `testing` (cargo feature `testing`): proptest strategies and checkers for your own models
+//!   and resamplers (gradients, offspring counts, consistency, thread determinism, finite
+//!   potentials).
 //!
 //! ```
 //! use diffsmc::prelude::*;
@@ -38,6 +40,8 @@ pub mod resample;
 pub mod rng;
 pub mod scalar;
 pub mod smc;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use error::{Result, SmcError};
 pub use kalman::{KalmanOutput, LinearGaussian, RtsOutput};
@@ -75,3 +79,7 @@ pub struct ReadmeDoctests;
 #[cfg(doctest)]
 #[doc = include_str!("../../../docs/parameter-estimation.md")]
 pub struct ParameterEstimationDoctests;
+/// docs/writing-a-model.md, compiled and run as doctests (it uses the testing kit).
+#[cfg(all(doctest, feature = "testing"))]
+#[doc = include_str!("../../../docs/writing-a-model.md")]
+pub struct WritingAModelDoctests;

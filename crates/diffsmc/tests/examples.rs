@@ -1,0 +1,94 @@
+//! Runs the main logic of every example of this crate, at sizes small enough for CI, and
+//! checks what it computed (the examples themselves run at their full sizes with
+//! `cargo run --release -p diffsmc --example NAME`).
+
+#[allow(dead_code)]
+#[path = "../examples/custom_model.rs"]
+mod custom_model;
+
+#[allow(dead_code)]
+#[path = "../examples/compare_resamplers.rs"]
+mod compare_resamplers;
+
+#[allow(dead_code)]
+#[path = "../examples/gradient_check.rs"]
+mod gradient_check;
+
+/// A short stochastic-volatility fit: L-BFGS converges, and the seeded NLL at the estimate is
+/// no higher than at the start or at the truth (the estimate minimises that same function),
+/// with a stationary φ and a positive σ.
+#[test]
+fn custom_model_fits() {
+    let o = custom_model::Options {
+        steps: 150,
+        particles: 24,
+        diffusion_steps: 2,
+        seed: 4,
+        max_iterations: 40,
+    };
+    let s = custom_model::run(&o).unwrap();
+    assert!(s.converged, "{s:?}");
+    assert!(s.estimate.iter().all(|v| v.is_finite()), "{s:?}");
+    assert!(s.nll_estimate <= s.nll_start, "{s:?}");
+    assert!(s.nll_estimate <= s.nll_truth, "{s:?}");
+    assert!(s.estimate[1].abs() < 1.0 && s.estimate[2] > 0.0, "{s:?}");
+    assert!(s.filter_rmse.is_finite() && s.filter_rmse < 1.5, "{s:?}");
+}
+
+/// The simulator draws what the model filters: at the truth the filter's log-likelihood is
+/// close to its average over seeds, and the simulated log-variances have the AR(1) moments.
+#[test]
+fn custom_model_simulator_has_the_ar1_moments() {
+    let (mu, phi, sigma) = (-1.0, 0.9, 0.35);
+    let (xs, ys) = custom_model::simulate(mu, phi, sigma, 20_000, 9);
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+    let stat_var = sigma * sigma / (1.0 - phi * phi);
+    // The sample mean of an AR(1) has variance ≈ stat_var (1 + φ)/(1 − φ) / n: sd ≈ 0.025 here,
+    // so 0.15 is six sds.
+    assert!((mean - mu).abs() < 0.15, "mean {mean}");
+    assert!(
+        (var / stat_var - 1.0).abs() < 0.15,
+        "var {var} vs {stat_var}"
+    );
+    // E[y²] = E[e^x] = e^{μ + var/2}.
+    let m2 = ys.iter().map(|y| y * y).sum::<f64>() / n;
+    let expect = (mu + stat_var / 2.0).exp();
+    assert!((m2 / expect - 1.0).abs() < 0.15, "E[y²] {m2} vs {expect}");
+}
+
+/// A few seeds with small N: every known spec gives a finite mean log-likelihood within a few
+/// nats of the Kalman value, and unknown specs are skipped, not fatal.
+#[test]
+fn compare_resamplers_runs_every_spec() {
+    let c = compare_resamplers::compare(16, 3, compare_resamplers::SPECS).unwrap();
+    assert!(c.kalman.is_finite());
+    assert_eq!(
+        c.rows.len() + c.skipped.len(),
+        compare_resamplers::SPECS.len()
+    );
+    assert!(c.rows.len() >= 14);
+    for r in &c.rows {
+        assert_eq!(r.failures, 0, "{r:?}");
+        assert!(
+            (r.mean - c.kalman).abs() < 25.0,
+            "{r:?} vs Kalman {}",
+            c.kalman
+        );
+        assert!(r.sd.is_finite() && r.ms_per_run > 0.0, "{r:?}");
+    }
+    let bogus = compare_resamplers::compare(8, 2, &["systematic", "no-such-resampler"]).unwrap();
+    assert_eq!(bogus.rows.len(), 1);
+    assert_eq!(bogus.skipped[0].0, "no-such-resampler");
+    compare_resamplers::print(&c, 16, 3);
+}
+
+#[test]
+fn gradient_check_verdicts() {
+    let r = gradient_check::run(40, 16).unwrap();
+    assert!(r.diffusion.passed(), "{}", r.diffusion);
+    assert!(r.no_resampling.passed(), "{}", r.no_resampling);
+    assert!(!r.broken.passed(), "{}", r.broken);
+    assert_eq!(r.broken.failures(), vec![0]);
+}
