@@ -52,7 +52,7 @@ use std::any::{Any, TypeId};
 use nalgebra::SVector;
 use num_dual::{Derivative, Dual64, DualSVec64};
 
-use super::{ResampleInfo, Resampler};
+use super::{ResampleInfo, Resampler, check_shapes};
 use crate::error::{Result, SmcError};
 use crate::particles::Particles;
 use crate::rng::{StreamKey, StreamRng, standard_normal};
@@ -484,40 +484,6 @@ impl<S: Scalar> Resampler<S> for DiffusionResampler {
         debug_assert_eq!(out_buf.len(), m * d);
         Ok(ResampleInfo::RESAMPLED)
     }
-}
-
-fn check_shapes<S: Scalar>(
-    particles: &Particles<S>,
-    log_weights: &[S],
-    out: &Particles<S>,
-    out_log_weights: &[S],
-) -> Result<()> {
-    let n = particles.len();
-    if n == 0 {
-        return Err(SmcError::invalid("particles", 0, "at least one particle"));
-    }
-    if log_weights.len() != n {
-        return Err(SmcError::DimensionMismatch {
-            what: "log-weights vs particles",
-            expected: n,
-            got: log_weights.len(),
-        });
-    }
-    if out.dim() != particles.dim() {
-        return Err(SmcError::DimensionMismatch {
-            what: "output particle dimension",
-            expected: particles.dim(),
-            got: out.dim(),
-        });
-    }
-    if out_log_weights.len() != out.len() {
-        return Err(SmcError::DimensionMismatch {
-            what: "output log-weights vs output particles",
-            expected: out.len(),
-            got: out_log_weights.len(),
-        });
-    }
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------

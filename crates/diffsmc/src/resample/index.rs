@@ -3,7 +3,7 @@
 use rand::RngExt;
 use rand_distr::{Distribution, Exp1};
 
-use super::{ResampleInfo, Resampler};
+use super::{ResampleInfo, Resampler, check_shapes};
 use crate::error::{Result, SmcError};
 use crate::particles::{Particles, weights_f64};
 use crate::rng::{StreamKey, StreamRng};
@@ -267,40 +267,6 @@ impl IndexResampler for Killing {
 /// `log w_I`), so the log-likelihood gradient carries the score of the resampling choice.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct StopGradient;
-
-fn check_shapes<S: Scalar>(
-    particles: &Particles<S>,
-    log_weights: &[S],
-    out: &Particles<S>,
-    out_log_weights: &[S],
-) -> Result<()> {
-    let n = particles.len();
-    if n == 0 {
-        return Err(SmcError::invalid("particles", 0, "at least one particle"));
-    }
-    if log_weights.len() != n {
-        return Err(SmcError::DimensionMismatch {
-            what: "log-weights vs particles",
-            expected: n,
-            got: log_weights.len(),
-        });
-    }
-    if out.dim() != particles.dim() {
-        return Err(SmcError::DimensionMismatch {
-            what: "output particle dimension",
-            expected: particles.dim(),
-            got: out.dim(),
-        });
-    }
-    if out_log_weights.len() != out.len() {
-        return Err(SmcError::DimensionMismatch {
-            what: "output log-weights vs output particles",
-            expected: out.len(),
-            got: out_log_weights.len(),
-        });
-    }
-    Ok(())
-}
 
 fn copy_by_index<S: Scalar>(particles: &Particles<S>, ancestors: &[usize], out: &mut Particles<S>) {
     if particles.dim() == 1 {

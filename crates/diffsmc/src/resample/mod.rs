@@ -36,7 +36,7 @@ pub use ot::{CostScale, OtConfig, OtPlan, OtResampler};
 pub use soft::SoftResampler;
 pub use spec::ResamplerSpec;
 
-use crate::error::Result;
+use crate::error::{Result, SmcError};
 use crate::particles::Particles;
 use crate::rng::StreamKey;
 use crate::scalar::Scalar;
@@ -105,4 +105,40 @@ impl<S: Scalar, R: Resampler<S> + ?Sized> Resampler<S> for Box<R> {
     ) -> Result<ResampleInfo> {
         (**self).resample(particles, log_weights, key, out, out_log_weights)
     }
+}
+
+/// Shape checks shared by the resamplers: at least one particle, log-weights and output
+/// buffers that match the particles.
+pub(crate) fn check_shapes<S: Scalar>(
+    particles: &Particles<S>,
+    log_weights: &[S],
+    out: &Particles<S>,
+    out_log_weights: &[S],
+) -> Result<()> {
+    let n = particles.len();
+    if n == 0 {
+        return Err(SmcError::invalid("particles", 0, "at least one particle"));
+    }
+    if log_weights.len() != n {
+        return Err(SmcError::DimensionMismatch {
+            what: "log-weights vs particles",
+            expected: n,
+            got: log_weights.len(),
+        });
+    }
+    if out.dim() != particles.dim() {
+        return Err(SmcError::DimensionMismatch {
+            what: "output particle dimension",
+            expected: particles.dim(),
+            got: out.dim(),
+        });
+    }
+    if out_log_weights.len() != out.len() {
+        return Err(SmcError::DimensionMismatch {
+            what: "output log-weights vs output particles",
+            expected: out.len(),
+            got: out_log_weights.len(),
+        });
+    }
+    Ok(())
 }

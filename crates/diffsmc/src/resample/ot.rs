@@ -345,31 +345,7 @@ pub(super) fn check_io<S: Scalar>(
     out: &Particles<S>,
     out_log_weights: &[S],
 ) -> Result<()> {
-    let n = particles.len();
-    if n == 0 {
-        return Err(SmcError::invalid("particles", 0, "at least one particle"));
-    }
-    if log_weights.len() != n {
-        return Err(SmcError::DimensionMismatch {
-            what: "log-weights vs particles",
-            expected: n,
-            got: log_weights.len(),
-        });
-    }
-    if out.dim() != particles.dim() {
-        return Err(SmcError::DimensionMismatch {
-            what: "output particle dimension",
-            expected: particles.dim(),
-            got: out.dim(),
-        });
-    }
-    if out_log_weights.len() != out.len() {
-        return Err(SmcError::DimensionMismatch {
-            what: "output log-weights vs output particles",
-            expected: out.len(),
-            got: out_log_weights.len(),
-        });
-    }
+    super::check_shapes(particles, log_weights, out, out_log_weights)?;
     if log_weights
         .iter()
         .any(|w| w.re().is_nan() || w.re() == f64::INFINITY)
