@@ -58,7 +58,7 @@ pub fn simulate_euler<D: Sde<f64> + ?Sized>(
             "a finite number > 0",
         ));
     }
-    // Validate the times before simulating (the values are placeholders).
+    // Validate the times before simulating (only the times matter here; x0 fills the values).
     Observations::new(times.to_vec(), vec![x0.to_vec(); times.len()])?;
     let mut x = x0.to_vec();
     let mut b = vec![0.0; d];
