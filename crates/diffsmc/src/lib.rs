@@ -40,6 +40,7 @@ pub mod resample;
 pub mod rng;
 pub mod scalar;
 pub mod smc;
+pub mod tape;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -52,6 +53,7 @@ pub use particles::{
 pub use resample::{DiffusionConfig, DiffusionResampler, ResampleInfo, Resampler, ResamplerSpec};
 pub use scalar::{Scalar, log_sum_exp};
 pub use smc::{Smc, SmcConfig, SmcOutput, Trigger};
+pub use tape::Rev;
 
 /// Everything a model author needs in one import.
 pub mod prelude {
