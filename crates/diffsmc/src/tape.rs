@@ -226,7 +226,9 @@ impl From<f64> for Rev {
 
 /// Runs `f` with a fresh, empty tape on this thread and restores the thread's previous tape
 /// afterwards, also when `f` panics. Nested calls are fine. The finished tape is cleared and
-/// kept (up to a few per thread) so that later calls reuse its allocation.
+/// kept (up to 4 per thread, one per nesting level in practice) so that later calls reuse its
+/// allocation: a loop of `with_tape` calls allocates once, and a thread keeps the capacity of
+/// its largest tapes until it exits.
 ///
 /// Every [`Rev`] recorded inside `f` is meaningless once `with_tape` returns: take the values
 /// and adjoints you need out of the closure.
