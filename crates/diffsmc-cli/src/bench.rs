@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use diffsmc::rng::{Purpose, StreamKey, standard_normal};
 use diffsmc::{Particles, ResamplerSpec, Scalar, normalise_log_weights};
+use indicatif::ProgressBar;
 use num_dual::{DualSVec64, DualStruct};
 use serde_json::json;
 
@@ -24,10 +25,11 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Times `f` repeatedly: at least `min_reps` runs and at least `min_seconds` in total (after
-/// one warm-up run); returns the per-run times.
+/// one warm-up run); returns the per-run times. `pb` counts the runs.
 pub fn time_runs(
     min_reps: usize,
     min_seconds: f64,
+    pb: &ProgressBar,
     mut f: impl FnMut() -> Result<(), CliError>,
 ) -> Result<Vec<f64>, CliError> {
     f()?;
@@ -37,6 +39,7 @@ pub fn time_runs(
         let t = Instant::now();
         f()?;
         times.push(t.elapsed().as_secs_f64());
+        pb.inc(1);
         if times.len() >= 10_000 {
             break;
         }
@@ -68,6 +71,7 @@ fn bench_resample_s<S: Scalar>(
     d: usize,
     seed: u64,
     min_seconds: f64,
+    pb: &ProgressBar,
     seed_lanes: impl Fn(&mut Particles<S>, &mut [S]),
 ) -> Result<(Vec<f64>, bool), CliError> {
     let r = spec.build::<S>()?;
@@ -77,7 +81,7 @@ fn bench_resample_s<S: Scalar>(
     let mut out_lw = vec![S::zero(); n];
     let mut k = 0usize;
     let mut all_converged = true;
-    let times = time_runs(3, min_seconds, || {
+    let times = time_runs(3, min_seconds, pb, || {
         k += 1;
         let info = r.resample(
             &p,
@@ -109,6 +113,7 @@ pub fn resample(
     scalar: BenchScalar,
     seed: u64,
     min_seconds: f64,
+    pb: &ProgressBar,
 ) -> Result<serde_json::Value, CliError> {
     if n == 0 {
         return Err(CliError::flag("particles", "must be at least 1"));
@@ -117,9 +122,9 @@ pub fn resample(
         return Err(CliError::flag("dim", "must be at least 1"));
     }
     let (times, converged) = match scalar {
-        BenchScalar::F64 => bench_resample_s::<f64>(spec, n, d, seed, min_seconds, |_, _| {})?,
+        BenchScalar::F64 => bench_resample_s::<f64>(spec, n, d, seed, min_seconds, pb, |_, _| {})?,
         BenchScalar::Dual2 => {
-            bench_resample_s::<DualSVec64<2>>(spec, n, d, seed, min_seconds, |p, lw| {
+            bench_resample_s::<DualSVec64<2>>(spec, n, d, seed, min_seconds, pb, |p, lw| {
                 // Direction 0: shift of every particle; direction 1: tilt of the weights.
                 for x in p.as_mut_slice() {
                     *x = DualSVec64::<2>::from_re(x.re())
@@ -149,49 +154,115 @@ pub fn resample(
     }))
 }
 
-/// `diffsmc bench grad` and `diffsmc bench filter` on the paper LGSSM (d = 1, θ = (0.5, 1),
-/// 129 simulated observations): median seconds of one value-and-gradient and of the value
-/// alone.
-pub fn grad_lgssm(
+/// The model of `diffsmc bench grad`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchModel {
+    /// The paper LGSSM (d = 1, θ = (0.5, 1), 129 simulated observations; 2 parameters).
+    Lgssm,
+    /// The neural Lotka–Volterra model (256 steps of paper data, seed 0; 226 parameters).
+    LotkaVolterra,
+}
+
+impl std::str::FromStr for BenchModel {
+    type Err = CliError;
+    fn from_str(s: &str) -> Result<Self, CliError> {
+        match s {
+            "lgssm" => Ok(BenchModel::Lgssm),
+            "lotka-volterra" | "lv" => Ok(BenchModel::LotkaVolterra),
+            other => Err(CliError::flag(
+                "model",
+                format!("unknown model `{other}`; expected `lgssm` or `lotka-volterra`"),
+            )),
+        }
+    }
+}
+
+/// Times value (and, with `mode`, value-and-gradient) of a parametric family at `theta`.
+fn time_family<P: diffsmc::grad::Parametric>(
+    p: &P,
+    theta: &[f64],
+    spec: &ResamplerSpec,
+    n: usize,
+    min_seconds: f64,
+    mode: Option<diffsmc::grad::GradMode>,
+    pb: &ProgressBar,
+) -> Result<(Vec<f64>, Option<Vec<f64>>), CliError> {
+    use diffsmc::SmcConfig;
+    use diffsmc::grad::{ChunkSize, GradOptions, value, value_and_gradient_with};
+    let smc = SmcConfig::new(n)?;
+    let mut k = 0u64;
+    let value_times = time_runs(3, min_seconds, pb, || {
+        k += 1;
+        value(p, theta, &smc, spec, k)?;
+        Ok(())
+    })?;
+    let grad_times = match mode {
+        Some(mode) => {
+            let opts = GradOptions::default()
+                .with_mode(mode)
+                .with_chunk(if p.n_params() > 8 {
+                    ChunkSize::Sixteen
+                } else {
+                    ChunkSize::Auto
+                });
+            Some(time_runs(3, min_seconds, pb, || {
+                k += 1;
+                value_and_gradient_with(p, theta, &smc, spec, k, opts)?;
+                Ok(())
+            })?)
+        }
+        None => None,
+    };
+    Ok((value_times, grad_times))
+}
+
+/// `diffsmc bench grad` and `diffsmc bench filter`: median seconds of one value-and-gradient
+/// (when `mode` is given) and of the value alone.
+pub fn grad(
+    model: BenchModel,
     spec: &ResamplerSpec,
     n: usize,
     seed: u64,
     min_seconds: f64,
-    with_gradient: bool,
+    mode: Option<diffsmc::grad::GradMode>,
+    pb: &ProgressBar,
 ) -> Result<serde_json::Value, CliError> {
-    use diffsmc::SmcConfig;
-    use diffsmc::grad::{value, value_and_gradient};
     use diffsmc_lgssm::{Lgssm, PaperParams};
-    let (_, ys) = Lgssm::paper(0.5, 1.0, 1)?.simulate(129, seed);
-    let params = PaperParams::new(1, ys)?;
-    let smc = SmcConfig::new(n)?;
-    let theta = [0.5, 1.0];
-    let mut k = 0u64;
-    let value_times = time_runs(3, min_seconds, || {
-        k += 1;
-        value(&params, &theta, &smc, spec, k)?;
-        Ok(())
-    })?;
-    let grad_times = if with_gradient {
-        Some(time_runs(3, min_seconds, || {
-            k += 1;
-            value_and_gradient(&params, &theta, &smc, spec, k)?;
-            Ok(())
-        })?)
-    } else {
-        None
+    use diffsmc_lotka_volterra::{LvParams, NeuralLv, SimConfig, simulate};
+    if n == 0 {
+        return Err(CliError::flag("particles", "must be at least 1"));
+    }
+    let (name, steps, n_params, (value_times, grad_times)) = match model {
+        BenchModel::Lgssm => {
+            let (_, ys) = Lgssm::paper(0.5, 1.0, 1)?.simulate(129, seed);
+            let params = PaperParams::new(1, ys)?;
+            let t = time_family(&params, &[0.5, 1.0], spec, n, min_seconds, mode, pb)?;
+            ("lgssm", 129, 2, t)
+        }
+        BenchModel::LotkaVolterra => {
+            let sim = simulate(&LvParams::paper(), &SimConfig::paper(), seed)?;
+            let fam = NeuralLv::new(sim.observations.clone(), seed)?;
+            let theta = fam.initial_theta();
+            let steps = sim.observations.n_steps();
+            let t = time_family(&fam, &theta, spec, n, min_seconds, mode, pb)?;
+            ("lotka-volterra", steps, theta.len(), t)
+        }
     };
+    let resolved = mode.map(|m| m.resolve(n_params).name());
     let value_median = median(value_times.clone());
     let grad_median = grad_times.as_ref().map(|t| median(t.clone()));
     Ok(json!({
-        "bench": if with_gradient { "grad" } else { "filter" },
-        "model": "lgssm",
+        "bench": if mode.is_some() { "grad" } else { "filter" },
+        "model": name,
         "resampler": spec.to_string(),
         "particles": n,
-        "steps": 129,
+        "steps": steps,
+        "parameters": n_params,
+        "grad_mode": resolved,
         "median_seconds": grad_median.unwrap_or(value_median),
         "value_median_seconds": value_median,
         "gradient_median_seconds": grad_median,
+        "gradient_to_value": grad_median.map(|g| g / value_median),
         "repetitions": grad_times.as_ref().map_or(value_times.len(), Vec::len),
     }))
 }

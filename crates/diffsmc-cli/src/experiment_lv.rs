@@ -1,7 +1,7 @@
 //! `diffsmc experiment lotka-volterra`: learning prey–predator dynamics end to end through the
 //! particle filter (Andersson & Zhao 2025, §Lotka–Volterra).
 
-use diffsmc::grad::{ChunkSize, GradOptions, value, value_and_gradient_with};
+use diffsmc::grad::{ChunkSize, GradMode, GradOptions, value, value_and_gradient_with};
 use diffsmc::rng::derive_seed;
 use diffsmc::{ResamplerSpec, SmcConfig};
 use diffsmc_lotka_volterra::{KnownLv, LvParams, NeuralLv, SimConfig, prediction_rmse, simulate};
@@ -29,6 +29,8 @@ pub struct LvSettings {
     pub optim: OptimSettings,
     /// Use the same filter seed at every iteration (default: a fresh seed per iteration).
     pub common_random_numbers: bool,
+    /// Forward, reverse or automatic gradients.
+    pub grad: GradMode,
     /// Seed.
     pub seed: u64,
 }
@@ -66,9 +68,9 @@ pub fn one_run(
     let sim = simulate(&LvParams::paper(), &SimConfig::paper(), seed)?;
     let family = NeuralLv::new(sim.observations.clone(), derive_seed(seed, 1))?;
     let smc = SmcConfig::new(s.particles)?;
-    let opts = GradOptions {
-        chunk: ChunkSize::Sixteen,
-    };
+    let opts = GradOptions::default()
+        .with_chunk(ChunkSize::Sixteen)
+        .with_mode(s.grad);
     let target_nll = value(
         &KnownLv::new(sim.observations.clone()),
         &KnownLv::theta(&LvParams::paper()),
@@ -167,6 +169,7 @@ pub fn run(
         "particles": s.particles,
         "optimizer": s.optim.kind.name(),
         "lr": s.optim.lr,
+        "grad_mode": s.grad.name(),
         "seed": s.seed,
         "predictions": PREDICTIONS,
         "by_resampler": by_resampler,

@@ -4,7 +4,7 @@ use std::cell::Cell;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use diffsmc::grad::{kalman_value_and_gradient, value_and_gradient};
+use diffsmc::grad::{GradMode, GradOptions, kalman_value_and_gradient, value_and_gradient_with};
 use diffsmc::rng::derive_seed;
 use diffsmc::{ResamplerSpec, SmcConfig, Trigger};
 use diffsmc_lgssm::PaperParams;
@@ -72,6 +72,10 @@ pub struct FitArgs {
     /// Use the same seed at every iteration with Lion and Adam too.
     #[arg(long)]
     pub common_random_numbers: bool,
+    /// Gradient mode (lgssm): `forward` (dual numbers), `reverse` (checkpointed tape) or
+    /// `auto` (forward for few parameters).
+    #[arg(long, default_value = "auto")]
+    pub grad: GradMode,
     /// Write the results as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -122,7 +126,8 @@ pub fn fit(args: &FitArgs, quiet: bool, force: bool) -> Result<(), CliError> {
             derive_seed(args.seed, evals.get())
         };
         evals.set(evals.get() + 1);
-        match value_and_gradient(&params, theta, &smc, &args.resampler, seed) {
+        let opts = GradOptions::default().with_mode(args.grad);
+        match value_and_gradient_with(&params, theta, &smc, &args.resampler, seed, opts) {
             Ok(v) => v,
             Err(e) => {
                 first_error.borrow_mut().get_or_insert(e);

@@ -204,7 +204,7 @@ pub struct FilterArgs {
 }
 
 /// Runs `diffsmc filter`.
-pub fn filter(args: &FilterArgs, force: bool) -> Result<(), CliError> {
+pub fn filter(args: &FilterArgs, force: bool, quiet: bool) -> Result<(), CliError> {
     if crate::sde_cmd::is_sde_model(&args.model) {
         return crate::sde_cmd::filter(args, force);
     }
@@ -236,8 +236,10 @@ pub fn filter(args: &FilterArgs, force: bool) -> Result<(), CliError> {
         .with_filter_moments(true);
     let resampler = args.resampler.build::<f64>()?;
     let t0 = Instant::now();
-    let pf: SmcOutput<f64> =
-        Smc::new(config).run(&diffsmc::Bootstrap(&data), &resampler, args.seed)?;
+    let pb = crate::progress::spinner("filter", quiet);
+    let pf = Smc::new(config).run(&diffsmc::Bootstrap(&data), &resampler, args.seed);
+    pb.finish_and_clear();
+    let pf: SmcOutput<f64> = pf?;
     let elapsed = t0.elapsed().as_secs_f64();
     let kf = if args.kalman {
         Some(data.kalman()?)

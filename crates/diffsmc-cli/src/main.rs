@@ -21,6 +21,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use diffsmc::ResamplerSpec;
+use diffsmc::grad::GradMode;
 
 use crate::error::CliError;
 
@@ -90,6 +91,10 @@ enum ExperimentCommand {
         /// Use the same filter seed at every iteration (default: a fresh seed per iteration).
         #[arg(long)]
         common_random_numbers: bool,
+        /// Gradient mode: `forward` (dual numbers), `reverse` (checkpointed tape) or `auto`
+        /// (reverse for the network's 226 parameters).
+        #[arg(long, default_value = "auto")]
+        grad: GradMode,
         /// Seed.
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -224,12 +229,13 @@ enum ExperimentCommand {
 
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
-    /// Median time of one negative log-likelihood value-and-gradient (forward-mode duals) on
-    /// the paper LGSSM (129 steps), and of the value alone.
+    /// Median time of one negative log-likelihood value-and-gradient on the paper LGSSM (129
+    /// steps, 2 parameters) or the neural Lotka–Volterra model (256 steps, 226 parameters), and
+    /// of the value alone.
     ///
-    /// Example: diffsmc bench grad --model lgssm --particles 32 --resampler diffusion:T=2,K=8 --json grad.json
+    /// Example: diffsmc bench grad --model lotka-volterra --particles 64 --resampler diffusion:T=1,K=4,sde --grad reverse --json grad.json
     Grad {
-        /// Model (`lgssm`).
+        /// Model: `lgssm` or `lotka-volterra`.
         #[arg(long, default_value = "lgssm")]
         model: String,
         /// Resampler spec.
@@ -238,6 +244,9 @@ enum BenchCommand {
         /// Number of particles.
         #[arg(long, default_value_t = 32)]
         particles: usize,
+        /// Gradient mode: `forward`, `reverse` or `auto`.
+        #[arg(long, default_value = "auto")]
+        grad: GradMode,
         /// Seed.
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -299,7 +308,7 @@ enum BenchCommand {
 fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Demo(a) => lgssm_cmd::demo(&a, cli.force),
-        Command::Filter(a) => lgssm_cmd::filter(&a, cli.force),
+        Command::Filter(a) => lgssm_cmd::filter(&a, cli.force, cli.quiet),
         Command::Fit(a) => fit::fit(&a, cli.quiet, cli.force),
         Command::Plot(a) => plot_cmd::plot(&a, cli.force),
         Command::Experiment(ExperimentCommand::Lgssm {
@@ -392,6 +401,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             lr,
             clip,
             common_random_numbers,
+            grad,
             seed,
             json,
             plot,
@@ -414,6 +424,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                     clip,
                 },
                 common_random_numbers,
+                grad,
                 seed,
             };
             let pb = progress::bar(
@@ -626,24 +637,24 @@ fn run(cli: Cli) -> Result<(), CliError> {
             model,
             resampler,
             particles,
+            grad,
             seed,
             seconds,
             json,
         }) => {
-            if model != "lgssm" {
-                return Err(CliError::flag(
-                    "model",
-                    format!("unknown model `{model}`; expected `lgssm`"),
-                ));
-            }
+            let model: bench::BenchModel = model.parse()?;
             if let Some(p) = &json {
                 output::check_writable(p, cli.force)?;
             }
-            let v = bench::grad_lgssm(&resampler, particles, seed, seconds, true)?;
+            let pb = progress::spinner("bench grad", cli.quiet);
+            let v = bench::grad(model, &resampler, particles, seed, seconds, Some(grad), &pb)?;
+            pb.finish_and_clear();
             println!(
-                "grad lgssm {} N={}: value+gradient median {:.6} s, value alone {:.6} s",
+                "grad {} {} N={} ({} mode): value+gradient median {:.6} s, value alone {:.6} s",
+                v["model"].as_str().unwrap_or(""),
                 resampler,
                 particles,
+                v["grad_mode"].as_str().unwrap_or(""),
                 v["median_seconds"].as_f64().unwrap_or(f64::NAN),
                 v["value_median_seconds"].as_f64().unwrap_or(f64::NAN)
             );
@@ -662,7 +673,17 @@ fn run(cli: Cli) -> Result<(), CliError> {
             if let Some(p) = &json {
                 output::check_writable(p, cli.force)?;
             }
-            let v = bench::grad_lgssm(&resampler, particles, seed, seconds, false)?;
+            let pb = progress::spinner("bench filter", cli.quiet);
+            let v = bench::grad(
+                bench::BenchModel::Lgssm,
+                &resampler,
+                particles,
+                seed,
+                seconds,
+                None,
+                &pb,
+            )?;
+            pb.finish_and_clear();
             println!(
                 "filter lgssm {} N={}: median {:.6} s over {} runs",
                 resampler,
@@ -687,7 +708,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
             if let Some(p) = &json {
                 output::check_writable(p, cli.force)?;
             }
-            let v = bench::resample(&resampler, particles, dim, scalar, seed, seconds)?;
+            let pb = progress::spinner("bench resample", cli.quiet);
+            let v = bench::resample(&resampler, particles, dim, scalar, seed, seconds, &pb)?;
+            pb.finish_and_clear();
             println!(
                 "resample {} N={} d={} {}: median {:.6} s over {} runs",
                 resampler,

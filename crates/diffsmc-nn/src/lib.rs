@@ -47,6 +47,7 @@ mod activation;
 mod linear;
 mod mlp;
 mod prepared;
+mod tape;
 
 pub use activation::{Activation, lift, sigmoid};
 pub use linear::{Linear, dense};

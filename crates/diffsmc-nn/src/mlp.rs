@@ -3,6 +3,7 @@
 use std::ops::{Add, Mul, Range};
 
 use diffsmc::rng::{Purpose, StreamKey};
+use diffsmc::tape::{self, Rev};
 use diffsmc::{Result, Scalar, SmcError};
 
 use crate::activation::Activation;
@@ -513,6 +514,9 @@ impl Mlp {
     ///   Jacobian and the sensitivities to the few parameters that carry derivatives, and
     ///   `out = y + J (x − x̄) + Σ_active (∂y/∂θ_p) (θ_p − θ̄_p)` in dual arithmetic — its cost
     ///   hardly depends on the chunk width, and its value part is that of the `f64` pass;
+    /// - the reverse-mode tape scalar [`diffsmc::Rev`]: one custom tape operation per
+    ///   evaluation (its backward pass back-propagates through an `f64` re-run by hand), so
+    ///   the tape holds the outputs only, not a node per weight;
     /// - other first-order duals: [`Mlp::forward_split`];
     /// - higher-order duals: [`Mlp::forward`].
     ///
@@ -536,6 +540,21 @@ impl Mlp {
             Mode::Real | Mode::Generic => self.forward(&prep.theta, input, out, scratch),
             Mode::Split => self.forward_split(&prep.theta, input, out, scratch, work),
             Mode::Sparse => self.forward_sparse(prep, input, out, work),
+            Mode::Tape => {
+                let tn = prep
+                    .tape
+                    .as_ref()
+                    .expect("tape mode holds the tape network");
+                let x: Vec<Rev> = input
+                    .iter()
+                    .map(|v| tape::as_rev(v).unwrap_or_else(|| Rev::constant(v.re())))
+                    .collect();
+                let mut y = vec![Rev::constant(0.0); out.len()];
+                crate::tape::forward_tape(tn, x, &mut y);
+                for (o, &r) in out.iter_mut().zip(&y) {
+                    *o = tape::from_rev(r).unwrap_or_else(|| S::cst(r.value()));
+                }
+            }
         }
     }
 
@@ -671,7 +690,7 @@ impl Mlp {
     }
 
     #[inline]
-    fn skip(&self, l: usize) -> bool {
+    pub(crate) fn skip(&self, l: usize) -> bool {
         // Layer l maps h_l to h_{l+1}; both hidden when 1 ≤ l and l + 1 < L.
         self.residual && l >= 1 && l + 1 < self.n_layers() && self.widths[l] == self.widths[l + 1]
     }

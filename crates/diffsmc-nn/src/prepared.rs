@@ -1,6 +1,11 @@
 //! A parameter vector prepared for fast repeated network evaluation.
 
 use std::any::Any;
+use std::sync::Arc;
+
+use diffsmc::tape::{self, Rev};
+
+use crate::tape::TapeNet;
 
 use diffsmc::Scalar;
 use num_dual::{Dual64, DualSVec64};
@@ -57,6 +62,8 @@ pub(crate) enum Mode {
     Split,
     /// Higher-order duals: [`Mlp::forward`].
     Generic,
+    /// The reverse-mode tape scalar: one custom tape operation per evaluation.
+    Tape,
 }
 
 /// One parameter that carries derivative lanes: where it sits and its tangent `θ_p − θ̄_p`
@@ -108,6 +115,8 @@ pub struct PreparedTheta<S> {
     pub(crate) values: Vec<f64>,
     pub(crate) mode: Mode,
     pub(crate) active: Vec<Active<S>>,
+    /// θ as tape variables, with the network (tape mode only).
+    pub(crate) tape: Option<Arc<TapeNet>>,
 }
 
 impl<S: Scalar> PreparedTheta<S> {
@@ -125,13 +134,27 @@ impl<S: Scalar> PreparedTheta<S> {
         match self.mode {
             Mode::Real => Some(0),
             Mode::Sparse => Some(self.active.len()),
-            Mode::Split | Mode::Generic => None,
+            Mode::Split | Mode::Generic | Mode::Tape => None,
         }
     }
 
     pub(crate) fn new(net: &Mlp, theta: &[S]) -> Self {
         let values: Vec<f64> = theta.iter().map(|t| t.re()).collect();
         let mut active = Vec::new();
+        // The tape scalar (tested on a constant, so that an empty θ is classified too).
+        if tape::as_rev(&S::zero()).is_some() {
+            let th: Vec<Rev> = theta
+                .iter()
+                .map(|t| tape::as_rev(t).unwrap_or_else(|| Rev::constant(t.re())))
+                .collect();
+            return PreparedTheta {
+                theta: theta.to_vec(),
+                values,
+                mode: Mode::Tape,
+                active,
+                tape: Some(Arc::new(TapeNet::new(net, th))),
+            };
+        }
         let mode = match S::NDERIV {
             0 => Mode::Real,
             1 => {
@@ -168,6 +191,7 @@ impl<S: Scalar> PreparedTheta<S> {
             values,
             mode,
             active,
+            tape: None,
         }
     }
 }

@@ -297,15 +297,97 @@ pub fn kalman_value<P: LinearGaussianParametric>(p: &P, theta: &[f64]) -> Result
     KalmanObjective(p).eval::<f64>(theta)
 }
 
+/// How [`value_and_gradient_with`] differentiates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum GradMode {
+    /// Forward mode for few parameters, reverse mode from [`REVERSE_MIN_PARAMS`] on.
+    #[default]
+    Auto,
+    /// Forward-mode dual numbers in chunks of directions ([`ChunkSize`]).
+    Forward,
+    /// The checkpointed reverse pass of [`crate::reverse`].
+    Reverse,
+}
+
+/// The number of parameters from which [`GradMode::Auto`] uses reverse mode.
+pub const REVERSE_MIN_PARAMS: usize = 16;
+
+impl GradMode {
+    /// The mode used for `n_params` parameters (`Auto` resolved).
+    pub fn resolve(self, n_params: usize) -> GradMode {
+        match self {
+            GradMode::Auto if n_params >= REVERSE_MIN_PARAMS => GradMode::Reverse,
+            GradMode::Auto => GradMode::Forward,
+            m => m,
+        }
+    }
+    /// `auto`, `forward` or `reverse`.
+    pub fn name(self) -> &'static str {
+        match self {
+            GradMode::Auto => "auto",
+            GradMode::Forward => "forward",
+            GradMode::Reverse => "reverse",
+        }
+    }
+}
+
+impl std::str::FromStr for GradMode {
+    type Err = SmcError;
+    /// `auto`, `forward` or `reverse`.
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim() {
+            "auto" => Ok(GradMode::Auto),
+            "forward" => Ok(GradMode::Forward),
+            "reverse" => Ok(GradMode::Reverse),
+            other => Err(SmcError::invalid(
+                "gradient mode",
+                other,
+                "`auto`, `forward` or `reverse`",
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for GradMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Options of [`value_and_gradient_with`].
+///
+/// ```
+/// use diffsmc::grad::{ChunkSize, GradMode, GradOptions};
+/// let o = GradOptions::default().with_mode(GradMode::Forward).with_chunk(ChunkSize::Eight);
+/// assert_eq!(o.mode.resolve(226), GradMode::Forward);
+/// assert_eq!(GradMode::Auto.resolve(226), GradMode::Reverse);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct GradOptions {
-    /// Dual width per chunk.
+    /// Dual width per chunk (forward mode).
     pub chunk: ChunkSize,
+    /// Forward, reverse, or chosen by the number of parameters.
+    pub mode: GradMode,
+}
+
+impl GradOptions {
+    /// Sets the dual width per chunk (forward mode).
+    pub fn with_chunk(mut self, chunk: ChunkSize) -> Self {
+        self.chunk = chunk;
+        self
+    }
+    /// Sets the mode.
+    pub fn with_mode(mut self, mode: GradMode) -> Self {
+        self.mode = mode;
+        self
+    }
 }
 
 /// The negative log-likelihood estimate `−log p̂_θ(y)` at `theta` and its gradient, by
-/// forward-mode dual numbers in chunks (common random numbers: every chunk uses `seed`).
+/// forward-mode dual numbers in chunks (common random numbers: every chunk uses `seed`) for
+/// few parameters and by the checkpointed reverse pass ([`crate::reverse`]) for many
+/// ([`GradMode::Auto`]).
 ///
 /// Errors: `theta.len() != n_params()`, a non-finite θ, and anything the model or filter
 /// reports.
@@ -328,6 +410,9 @@ pub fn value_and_gradient_with<P: Parametric, B: BuildResampler>(
     seed: u64,
     options: GradOptions,
 ) -> Result<(f64, Vec<f64>)> {
+    if options.mode.resolve(p.n_params()) == GradMode::Reverse {
+        return crate::reverse::value_and_gradient_reverse(p, theta, smc, resampler, seed);
+    }
     let o = PfObjective {
         model: p,
         smc,
@@ -355,7 +440,7 @@ pub fn value<P: Parametric, B: BuildResampler>(
     .eval::<f64>(theta)
 }
 
-fn check_theta(n_params: usize, theta: &[f64]) -> Result<()> {
+pub(crate) fn check_theta(n_params: usize, theta: &[f64]) -> Result<()> {
     if theta.len() != n_params {
         return Err(SmcError::DimensionMismatch {
             what: "parameter vector θ",
@@ -446,7 +531,10 @@ mod tests {
                 &smc,
                 &ResamplerSpec::Systematic,
                 11,
-                GradOptions { chunk },
+                GradOptions {
+                    chunk,
+                    mode: GradMode::Forward,
+                },
             )
             .unwrap();
             let v64 = value(&p, &theta, &smc, &ResamplerSpec::Systematic, 11).unwrap();

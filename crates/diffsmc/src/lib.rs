@@ -37,6 +37,7 @@ pub mod linalg;
 pub mod model;
 pub mod particles;
 pub mod resample;
+pub mod reverse;
 pub mod rng;
 pub mod scalar;
 pub mod smc;

@@ -31,6 +31,13 @@ pub trait Scalar: DualNum<Primitive = f64> + Copy + Send + Sync + 'static {
 
 impl<T> Scalar for T where T: DualNum<Primitive = f64> + Copy + Send + Sync + 'static {}
 
+/// Whether `S` records onto a thread-local tape ([`crate::tape::Rev`]): such computations must
+/// stay on the calling thread, so parallel loops run sequentially for it.
+#[inline]
+pub(crate) fn records_on_tape<S: 'static>() -> bool {
+    std::any::TypeId::of::<S>() == std::any::TypeId::of::<crate::tape::Rev>()
+}
+
 /// Numerically stable `log(sum(exp(v)))` over a slice; `-inf` for an empty slice or when all
 /// entries are `-inf`. The maximum is chosen on the value part and subtracted as a scalar, so
 /// derivatives are exact softmax-weighted sums.

@@ -169,7 +169,7 @@ fn for_each_particle<S: Scalar>(
 ) {
     let d1 = d.max(1);
     #[cfg(feature = "rayon")]
-    if parallel {
+    if parallel && !crate::scalar::records_on_tape::<S>() {
         use rayon::prelude::*;
         const CHUNK: usize = 256;
         x.par_chunks_mut(CHUNK * d1)
@@ -228,6 +228,21 @@ fn log_sum_exp_and_ess<S: Scalar>(lw: &[S]) -> (S, f64) {
     (m + acc.ln(), s1 * s1 / s2)
 }
 
+/// The value parts of one run's states, for the checkpointed reverse pass
+/// ([`crate::reverse`]): per step `t`, the normalised particles and log-weights after weighting,
+/// and (when the particles were resampled before the move to `t`) the resampler's output.
+#[derive(Debug, Default)]
+pub(crate) struct Trace {
+    /// Per step: particles (particle-major) and normalised log-weights.
+    pub states: Vec<(Vec<f64>, Vec<f64>)>,
+    /// Per step: the resampled particles and log-weights the move to `t` started from.
+    pub resampled: Vec<Option<(Vec<f64>, Vec<f64>)>>,
+}
+
+fn values<S: Scalar>(v: &[S]) -> Vec<f64> {
+    v.iter().map(|x| x.re()).collect()
+}
+
 impl Smc {
     /// A sampler with this configuration.
     pub fn new(config: SmcConfig) -> Self {
@@ -244,6 +259,23 @@ impl Smc {
     /// Errors: [`SmcError::DegenerateWeights`] naming the step where all weights vanished (or
     /// became NaN); errors of the resampler; a model with zero steps or zero dimension.
     pub fn run<S, M, R>(&self, model: &M, resampler: &R, seed: u64) -> Result<SmcOutput<S>>
+    where
+        S: Scalar,
+        M: FeynmanKac<S> + ?Sized,
+        R: Resampler<S> + ?Sized,
+    {
+        self.run_traced(model, resampler, seed, None)
+    }
+
+    /// [`Smc::run`], optionally recording the value parts of every step's state for a
+    /// checkpointed reverse pass.
+    pub(crate) fn run_traced<S, M, R>(
+        &self,
+        model: &M,
+        resampler: &R,
+        seed: u64,
+        mut trace: Option<&mut Trace>,
+    ) -> Result<SmcOutput<S>>
     where
         S: Scalar,
         M: FeynmanKac<S> + ?Sized,
@@ -288,6 +320,9 @@ impl Smc {
         // ESS of the current normalised weights (the one recorded at the previous step).
         let mut cur_ess = n as f64;
         for t in 0..steps {
+            if let Some(tr) = trace.as_deref_mut() {
+                tr.resampled.push(None);
+            }
             let mut resampled = false;
             let mut converged = true;
             if t > 0 {
@@ -303,6 +338,9 @@ impl Smc {
                     if info.resampled {
                         std::mem::swap(&mut res, &mut cur);
                         std::mem::swap(&mut lw_res, &mut lw);
+                        if let Some(tr) = trace.as_deref_mut() {
+                            tr.resampled[t] = Some((values(cur.as_slice()), values(&lw)));
+                        }
                     }
                     resampled = info.resampled;
                     converged = info.converged;
@@ -329,6 +367,9 @@ impl Smc {
                 *w -= lse;
             }
             cur_ess = step_ess;
+            if let Some(tr) = trace.as_deref_mut() {
+                tr.states.push((values(cur.as_slice()), values(&lw)));
+            }
             loglik += inc;
             out_inc.push(inc);
             out_ess.push(step_ess);

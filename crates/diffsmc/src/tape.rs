@@ -405,6 +405,31 @@ impl AdjointsMut<'_> {
     }
 }
 
+/// `x` as a [`Rev`] when the generic scalar `S` is `Rev`, else `None`: lets code written for
+/// any [`crate::Scalar`] take a hand-written tape route (a [`custom`] operation) on the tape.
+///
+/// ```
+/// use diffsmc::tape::{as_rev, from_rev, Rev};
+/// assert_eq!(as_rev(&Rev::constant(2.0)).map(Rev::value), Some(2.0));
+/// assert!(as_rev(&2.0_f64).is_none());
+/// let x: Rev = from_rev(Rev::constant(1.5)).unwrap();
+/// assert_eq!(x.value(), 1.5);
+/// assert!(from_rev::<f64>(Rev::constant(1.5)).is_none());
+/// ```
+#[inline]
+pub fn as_rev<S: crate::Scalar>(x: &S) -> Option<Rev> {
+    (x as &dyn std::any::Any).downcast_ref::<Rev>().copied()
+}
+
+/// The inverse of [`as_rev`]: `r` as an `S` when `S` is `Rev`, else `None`.
+#[inline]
+pub fn from_rev<S: crate::Scalar>(r: Rev) -> Option<S> {
+    let mut out = S::cst(r.value());
+    let slot = (&mut out as &mut dyn std::any::Any).downcast_mut::<Rev>()?;
+    *slot = r;
+    Some(out)
+}
+
 /// Records `values.len()` output nodes (parentless) and registers `op` to run when the backward
 /// sweep reaches them; writes the outputs to `out` (same length as `values`). All inputs the op
 /// refers to must have been recorded before this call (they then have smaller indices). With no

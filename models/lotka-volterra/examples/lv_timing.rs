@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use diffsmc::grad::{ChunkSize, GradOptions, value, value_and_gradient_with};
+use diffsmc::grad::{ChunkSize, GradMode, GradOptions, value, value_and_gradient_with};
 use diffsmc::prelude::*;
 use diffsmc_lotka_volterra::{KnownLv, LvParams, NeuralLv, SimConfig, simulate};
 
@@ -52,7 +52,16 @@ fn main() -> Result<()> {
 
     for (name, chunk) in [("Eight", ChunkSize::Eight), ("Sixteen", ChunkSize::Sixteen)] {
         let (min, med, v) = time(reps, || {
-            value_and_gradient_with(&fam, &theta, &smc, &spec, 3, GradOptions { chunk })
+            value_and_gradient_with(
+                &fam,
+                &theta,
+                &smc,
+                &spec,
+                3,
+                GradOptions::default()
+                    .with_chunk(chunk)
+                    .with_mode(GradMode::Forward),
+            )
         });
         let (l, g) = v?;
         let norm = g.iter().map(|x| x * x).sum::<f64>().sqrt();

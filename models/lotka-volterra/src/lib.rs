@@ -38,7 +38,7 @@
 //!     &SmcConfig::new(8)?,
 //!     &ResamplerSpec::Systematic,
 //!     1,
-//!     GradOptions { chunk: ChunkSize::Sixteen },
+//!     GradOptions::default().with_chunk(ChunkSize::Sixteen),
 //! )?;
 //! assert!(loss.is_finite() && grad.len() == 226);
 //! let paths = fam.simulate_learnt(&theta, 5, 2)?;

@@ -56,7 +56,9 @@ use super::{ResampleInfo, Resampler, check_shapes};
 use crate::error::{Result, SmcError};
 use crate::particles::Particles;
 use crate::rng::{StreamKey, StreamRng, standard_normal};
-use crate::scalar::{Scalar, log_sum_exp};
+use crate::scalar::{Scalar, log_sum_exp, records_on_tape};
+use crate::tape::{self, AdjointsMut, CustomOp, Rev};
+use std::sync::Arc;
 
 // ---------------------------------------------------------------------------------------------
 // Configuration
@@ -472,6 +474,10 @@ impl<S: Scalar> Resampler<S> for DiffusionResampler {
             KernelChoice::Lanes(simd) => (lane_count::<S>(), simd),
         };
         let w = &prep.w;
+        if records_on_tape::<S>() {
+            drive(&TapeKernel::new(w), &prep, &steps, key, out_buf);
+            return Ok(ResampleInfo::RESAMPLED);
+        }
         match lanes {
             Some(0) => drive(&LaneKernel::<0>::new(w, simd), &prep, &steps, key, out_buf),
             Some(1) => drive(&LaneKernel::<1>::new(w, simd), &prep, &steps, key, out_buf),
@@ -860,7 +866,7 @@ fn drive<S: Scalar, K: ScoreKernel<S>>(
         let m = out.len() / d;
         let work = steps.len() * m * kernel.n() * (d + 2) * K::COST;
         let threads = rayon::current_num_threads();
-        if threads > 1 && work >= PAR_MIN_WORK && m > BLOCK {
+        if threads > 1 && work >= PAR_MIN_WORK && m > BLOCK && !records_on_tape::<S>() {
             // Chunks are whole blocks; the grouping does not change any result.
             let per = m.div_ceil(4 * threads).div_ceil(BLOCK).max(1) * BLOCK;
             out.par_chunks_mut(per * d)
@@ -943,6 +949,234 @@ impl<S: Scalar> ScoreKernel<S> for GenericKernel<'_, S> {
             for mk in mb.iter_mut() {
                 *mk /= s;
             }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tape kernel (reverse mode)
+// ---------------------------------------------------------------------------------------------
+
+/// The whitened particles of a tape run, as tape variables and as values (dimension-major).
+#[derive(Debug)]
+struct TapeInputs {
+    n: usize,
+    d: usize,
+    z: Vec<Rev>,
+    lw: Vec<Rev>,
+    sqz: Vec<Rev>,
+    zf: Vec<f64>,
+    lwf: Vec<f64>,
+    sqzf: Vec<f64>,
+}
+
+impl TapeInputs {
+    /// Softmax weights `α_i ∝ exp(q·z_i + lw_i − γ|z_i|²)` of one query into `e` (normalised),
+    /// and the mean `Σ α_i z_i` into `m`.
+    fn weights(&self, q: &[f64], gamma: f64, e: &mut [f64], m: &mut [f64]) {
+        let (n, d) = (self.n, self.d);
+        for ((ei, &l), &sq) in e.iter_mut().zip(&self.lwf).zip(&self.sqzf) {
+            *ei = l - sq * gamma;
+        }
+        for (k, &qk) in q.iter().enumerate() {
+            for (ei, &z) in e.iter_mut().zip(&self.zf[k * n..(k + 1) * n]) {
+                *ei += qk * z;
+            }
+        }
+        let mx = e.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        for ei in e.iter_mut() {
+            *ei = exp_nonpos::<Plain>(*ei - mx);
+        }
+        let inv = 1.0 / e.iter().sum::<f64>();
+        for ei in e.iter_mut() {
+            *ei *= inv;
+        }
+        for (k, mk) in m.iter_mut().enumerate().take(d) {
+            let zk = &self.zf[k * n..(k + 1) * n];
+            *mk = e.iter().zip(zk).map(|(a, z)| a * z).sum();
+        }
+    }
+}
+
+/// Largest N for which a [`ScoreOp`] keeps its softmax weights (N values per query) instead
+/// of recomputing them in the backward pass: at N = 1024, K = 4 that is 32 MiB per resampling.
+const TAPE_CACHE_MAX_N: usize = 1024;
+
+/// One block of queries' means, recorded as one tape operation. Its backward pass uses the
+/// softmax weights (kept for N ≤ [`TAPE_CACHE_MAX_N`], else recomputed): with
+/// `ḡ_i = Σ_k m̄_k z_ki` and `l̄_i = α_i (ḡ_i − m̄·m)`, the adjoints are
+/// `z̄_ki += α_i m̄_k + l̄_i q_k`, `lw̄_i += l̄_i`, `sq̄z_i −= γ l̄_i`, `q̄_k += Σ_i l̄_i z_ki`.
+#[derive(Debug)]
+struct ScoreOp {
+    inputs: Arc<TapeInputs>,
+    q: Vec<Rev>,
+    gamma: f64,
+    /// The means (queries × d).
+    m: Vec<f64>,
+    /// The softmax weights (queries × N), when kept.
+    alpha: Option<Vec<f64>>,
+}
+
+impl CustomOp for ScoreOp {
+    fn backward(&self, out_adj: &[f64], adj: &mut AdjointsMut<'_>) {
+        let w = &*self.inputs;
+        let (n, d) = (w.n, w.d);
+        let mut e = vec![0.0; if self.alpha.is_some() { 0 } else { n }];
+        let mut m = vec![0.0; d];
+        let mut qf = vec![0.0; d];
+        let mut qbar = vec![0.0; d];
+        let mut g = vec![0.0; n];
+        for (b, (qb, mbar)) in self
+            .q
+            .chunks_exact(d)
+            .zip(out_adj.chunks_exact(d))
+            .enumerate()
+        {
+            if mbar.iter().all(|&v| v == 0.0) {
+                continue;
+            }
+            for (f, r) in qf.iter_mut().zip(qb) {
+                *f = r.value();
+            }
+            let alpha: &[f64] = match &self.alpha {
+                Some(a) => {
+                    m.copy_from_slice(&self.m[b * d..(b + 1) * d]);
+                    &a[b * n..(b + 1) * n]
+                }
+                None => {
+                    w.weights(&qf, self.gamma, &mut e, &mut m);
+                    &e
+                }
+            };
+            let gbar: f64 = mbar.iter().zip(&m).map(|(a, b)| a * b).sum();
+            // l̄_i = α_i (Σ_k m̄_k z_ki − ḡ).
+            g.fill(-gbar);
+            for (k, &mk) in mbar.iter().enumerate() {
+                for (gi, &z) in g.iter_mut().zip(&w.zf[k * n..(k + 1) * n]) {
+                    *gi += mk * z;
+                }
+            }
+            for (gi, &a) in g.iter_mut().zip(alpha) {
+                *gi *= a;
+            }
+            qbar.fill(0.0);
+            for k in 0..d {
+                let zk = &w.zf[k * n..(k + 1) * n];
+                let zr = &w.z[k * n..(k + 1) * n];
+                let (mk, qk) = (mbar[k], qf[k]);
+                let mut acc = 0.0;
+                for i in 0..n {
+                    adj.add(zr[i], alpha[i] * mk + g[i] * qk);
+                    acc += g[i] * zk[i];
+                }
+                qbar[k] = acc;
+            }
+            for i in 0..n {
+                adj.add(w.lw[i], g[i]);
+                adj.add(w.sqz[i], -self.gamma * g[i]);
+            }
+            for (r, &v) in qb.iter().zip(&qbar) {
+                adj.add(*r, v);
+            }
+        }
+    }
+}
+
+/// The scalar as a tape variable (a constant for any other scalar type; only used for
+/// [`Rev`], see [`records_on_tape`]).
+#[inline]
+fn to_rev<S: Scalar>(x: &S) -> Rev {
+    tape::as_rev(x).unwrap_or_else(|| Rev::constant(x.re()))
+}
+
+/// The inverse of [`to_rev`].
+#[inline]
+fn from_rev<S: Scalar>(r: Rev) -> S {
+    tape::from_rev(r).unwrap_or_else(|| S::cst(r.value()))
+}
+
+/// The score loop for the reverse-mode tape scalar: values in `f64`, one [`ScoreOp`] per block
+/// of queries, so the tape holds O(d) nodes per query instead of O(N·d).
+#[derive(Debug)]
+struct TapeKernel {
+    inputs: Arc<TapeInputs>,
+}
+
+impl TapeKernel {
+    fn new<S: Scalar>(w: &Whitened<S>) -> Self {
+        let z: Vec<Rev> = w.z.iter().map(to_rev).collect();
+        let lw: Vec<Rev> = w.lw.iter().map(to_rev).collect();
+        let sqz: Vec<Rev> = w.sqz.iter().map(to_rev).collect();
+        let zf = z.iter().map(|r| r.value()).collect();
+        let lwf = lw.iter().map(|r| r.value()).collect();
+        let sqzf = sqz.iter().map(|r| r.value()).collect();
+        TapeKernel {
+            inputs: Arc::new(TapeInputs {
+                n: w.n,
+                d: w.d,
+                z,
+                lw,
+                sqz,
+                zf,
+                lwf,
+                sqzf,
+            }),
+        }
+    }
+}
+
+impl<S: Scalar> ScoreKernel<S> for TapeKernel {
+    type Scratch = (Vec<f64>, Vec<Rev>);
+    const COST: usize = 8;
+
+    fn scratch(&self) -> Self::Scratch {
+        (Vec::with_capacity(self.inputs.n), Vec::new())
+    }
+
+    fn n(&self) -> usize {
+        self.inputs.n
+    }
+
+    fn means(&self, q: &[S], gamma: f64, m: &mut [S], sc: &mut Self::Scratch) {
+        let (n, d) = (self.inputs.n, self.inputs.d);
+        let nq = q.len() / d;
+        let qr: Vec<Rev> = q.iter().map(to_rev).collect();
+        let mut values = vec![0.0; q.len()];
+        let keep = n <= TAPE_CACHE_MAX_N;
+        let mut alpha = if keep { vec![0.0; nq * n] } else { Vec::new() };
+        sc.0.resize(n, 0.0);
+        let mut qf = vec![0.0; d];
+        for (b, (qb, mb)) in qr
+            .chunks_exact(d)
+            .zip(values.chunks_exact_mut(d))
+            .enumerate()
+        {
+            for (f, r) in qf.iter_mut().zip(qb) {
+                *f = r.value();
+            }
+            let e = if keep {
+                &mut alpha[b * n..(b + 1) * n]
+            } else {
+                &mut sc.0[..]
+            };
+            self.inputs.weights(&qf, gamma, e, mb);
+        }
+        let out = &mut sc.1;
+        out.clear();
+        out.resize(q.len(), Rev::constant(0.0));
+        tape::custom(
+            &values,
+            Box::new(ScoreOp {
+                inputs: Arc::clone(&self.inputs),
+                q: qr,
+                gamma,
+                m: values.clone(),
+                alpha: keep.then_some(alpha),
+            }),
+            out,
+        );
+        for (mk, &r) in m.iter_mut().zip(out.iter()) {
+            *mk = from_rev(r);
         }
     }
 }

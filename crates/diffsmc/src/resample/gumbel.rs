@@ -125,7 +125,7 @@ impl<S: Scalar> Resampler<S> for GumbelSoftmaxResampler {
         if d > 0 {
             let buf = out.as_mut_slice();
             #[cfg(feature = "rayon")]
-            if n >= PAR_MIN_PARTICLES {
+            if n >= PAR_MIN_PARTICLES && !crate::scalar::records_on_tape::<S>() {
                 use rayon::prelude::*;
                 buf.par_chunks_mut(16 * d).enumerate().for_each_init(
                     Vec::new,

@@ -437,12 +437,17 @@ impl<S: Scalar> Soa<S> {
 /// Runs `f(row_index, row)` over the rows of `buf` (rows of `width` elements), on rayon
 /// threads when `par`. Each row is computed independently and sequentially, so the result
 /// does not depend on the number of threads.
-fn for_rows<T: Send>(buf: &mut [T], width: usize, par: bool, f: impl Fn(usize, &mut [T]) + Sync) {
+fn for_rows<T: Send + 'static>(
+    buf: &mut [T],
+    width: usize,
+    par: bool,
+    f: impl Fn(usize, &mut [T]) + Sync,
+) {
     if width == 0 {
         return;
     }
     #[cfg(feature = "rayon")]
-    if par {
+    if par && !crate::scalar::records_on_tape::<T>() {
         use rayon::prelude::*;
         buf.par_chunks_mut(ROWS_PER_TASK * width)
             .enumerate()

@@ -1,0 +1,311 @@
+//! Reverse-mode gradients of the particle filter's negative log-likelihood, checkpointed per
+//! time step.
+//!
+//! Forward-mode duals ([`crate::grad`]) cost one filter run per chunk of parameter directions;
+//! reverse mode costs a small multiple of one run whatever the number of parameters. The tape
+//! of a whole run would hold every operation of every step; instead:
+//!
+//! 1. a forward `f64` run records, per step `t`, the value parts of the state (particles and
+//!    normalised log-weights) and, where the particles were resampled, the resampler's output;
+//! 2. the backward pass walks the steps in reverse. Step `t` is split into three stages, each
+//!    re-run on a fresh [`crate::tape`] from the recorded inputs and swept at once:
+//!    - **normalisation** `lw_t = lw'_t − lse(lw'_t)`, increment `lse(lw'_t)` — in closed form;
+//!    - **move and weighting**, per particle `lw'_i = l̃w_i + log G_t(x̃_i, x_i)` with
+//!      `x_i = f_θ(x̃_i, ξ_i)` — on one tape per fixed chunk of particles (so the chunks run on
+//!      rayon threads, one tape per thread, and the sum over chunks is in a fixed order:
+//!      the result does not depend on the thread count); the noise `ξ_i` comes from the same
+//!      counter-based stream, so it is regenerated, not stored;
+//!    - **resampling** `(x̃, l̃w) = R(x_{t−1}, lw_{t−1})` — the resampler itself on the tape
+//!      (the diffusion resampler records its O(N²) score loop as one custom operation per
+//!      output, so its tape is O(K·N·d)).
+//!
+//! Peak memory is the recorded states, O(T·N·d), plus one stage's tape. Decisions (whether to
+//! resample, ancestor indices) are those of the `f64` run: every stage starts from the exact
+//! recorded values.
+//!
+//! The result is the same gradient as forward mode ([`crate::grad::value_and_gradient`]) up to
+//! rounding: both differentiate the same seeded estimator.
+//!
+//! ```
+//! use diffsmc::grad::{GradMode, GradOptions, LinearGaussianParametric, value_and_gradient_with};
+//! use diffsmc::{LinearGaussian, ResamplerSpec, SmcConfig, Scalar};
+//!
+//! // x_t = θ0 x_{t-1} + N(0, 1), y_t = x_t + N(0, θ1²).
+//! # use diffsmc::grad::Parametric;
+//! # use diffsmc::prelude::*;
+//! # struct Ar1 { ys: Vec<f64> }
+//! # struct Ar1Model<S> { phi: S, s: S, ys: Vec<f64> }
+//! # impl<S: Scalar> StateSpaceModel<S> for Ar1Model<S> {
+//! #     fn state_dim(&self) -> usize { 1 }
+//! #     fn n_observations(&self) -> usize { self.ys.len() }
+//! #     fn sample_initial(&self, rng: &mut StreamRng, x: &mut [S]) {
+//! #         x[0] = S::cst(standard_normal(rng));
+//! #     }
+//! #     fn sample_transition(&self, _t: usize, xp: &[S], rng: &mut StreamRng, x: &mut [S]) {
+//! #         x[0] = xp[0] * self.phi + standard_normal(rng);
+//! #     }
+//! #     fn observation_log_density(&self, t: usize, x: &[S]) -> S {
+//! #         let r = (x[0] - self.ys[t]) / self.s;
+//! #         r * r * -0.5 - self.s.ln()
+//! #     }
+//! # }
+//! # impl Parametric for Ar1 {
+//! #     type Model<S: Scalar> = Bootstrap<Ar1Model<S>>;
+//! #     fn n_params(&self) -> usize { 2 }
+//! #     fn model<S: Scalar>(&self, th: &[S]) -> Result<Self::Model<S>> {
+//! #         Ok(Bootstrap(Ar1Model { phi: th[0], s: th[1], ys: self.ys.clone() }))
+//! #     }
+//! # }
+//! let p = Ar1 { ys: vec![0.3, -0.1, 0.8, 0.2, 0.5] };
+//! let smc = SmcConfig::new(64)?;
+//! let spec: ResamplerSpec = "diffusion:T=1,K=4".parse()?;
+//! let fwd = GradOptions::default().with_mode(GradMode::Forward);
+//! let rev = GradOptions::default().with_mode(GradMode::Reverse);
+//! let (vf, gf) = value_and_gradient_with(&p, &[0.7, 0.9], &smc, &spec, 3, fwd)?;
+//! let (vr, gr) = value_and_gradient_with(&p, &[0.7, 0.9], &smc, &spec, 3, rev)?;
+//! assert!((vf - vr).abs() < 1e-9 * vf.abs());
+//! for (a, b) in gf.iter().zip(&gr) {
+//!     assert!((a - b).abs() < 1e-9 * a.abs().max(1.0));
+//! }
+//! # Ok::<(), diffsmc::SmcError>(())
+//! ```
+
+use crate::error::{Result, SmcError};
+use crate::grad::{BuildResampler, Parametric};
+use crate::model::FeynmanKac;
+use crate::particles::Particles;
+use crate::rng::{Purpose, StreamKey};
+use crate::smc::{Smc, SmcConfig, Trace};
+use crate::tape::{self, Rev};
+
+/// Particles per tape in the move-and-weighting stage (fixed, so that results do not depend on
+/// the number of threads).
+const MOVE_CHUNK: usize = 16;
+
+/// The negative log-likelihood estimate at θ and its gradient, by the checkpointed reverse
+/// pass described in the [module documentation](self). Same arguments, value and errors as
+/// [`crate::grad::value_and_gradient`].
+///
+/// Errors additionally: a resampler whose reverse re-run fails (it then failed in the `f64`
+/// run too, so this does not happen in practice).
+pub fn value_and_gradient_reverse<P: Parametric, B: BuildResampler>(
+    p: &P,
+    theta: &[f64],
+    smc: &SmcConfig,
+    resampler: &B,
+    seed: u64,
+) -> Result<(f64, Vec<f64>)> {
+    crate::grad::check_theta(p.n_params(), theta)?;
+    let model = p.model::<f64>(theta)?;
+    let r64 = resampler.build_for::<f64>()?;
+    let mut trace = Trace::default();
+    let out = Smc::new(smc.clone()).run_traced(&model, &*r64, seed, Some(&mut trace))?;
+    let value = -out.log_likelihood;
+    drop(out);
+    let n = smc.n_particles();
+    let d = FeynmanKac::<f64>::dim(&model);
+    let steps = trace.states.len();
+    let rrev = resampler.build_for::<Rev>()?;
+
+    let mut grad = vec![0.0; theta.len()];
+    // Adjoints of the state after step t (particles, normalised log-weights).
+    let mut ax = vec![0.0; n * d];
+    let mut alw = vec![0.0; n];
+    // Adjoints of the move's inputs (x̃, l̃w) and of the unnormalised log-weights.
+    let mut axin = vec![0.0; n * d];
+    let mut alwp = vec![0.0; n];
+    for t in (0..steps).rev() {
+        // Normalisation: lw_t = lw' − lse(lw'), increment lse(lw') with adjoint −1 (NLL).
+        let lw_t = &trace.states[t].1;
+        let total: f64 = alw.iter().sum();
+        for ((a, &g), &l) in alwp.iter_mut().zip(&alw).zip(lw_t) {
+            let w = if l == f64::NEG_INFINITY { 0.0 } else { l.exp() };
+            *a = g - w * (1.0 + total);
+        }
+        // Move and weighting.
+        let xin: Option<&[f64]> = if t == 0 {
+            None
+        } else {
+            Some(match &trace.resampled[t] {
+                Some((x, _)) => x,
+                None => &trace.states[t - 1].0,
+            })
+        };
+        move_backward(
+            p, theta, t, seed, n, d, xin, &ax, &alwp, &mut grad, &mut axin,
+        )?;
+        if t == 0 {
+            break;
+        }
+        // Resampling (the adjoint of l̃w is that of lw').
+        if trace.resampled[t].is_some() {
+            let (x_prev, lw_prev) = &trace.states[t - 1];
+            resample_backward(
+                &*rrev,
+                StreamKey::new(seed, t, Purpose::Resample),
+                n,
+                d,
+                x_prev,
+                lw_prev,
+                &axin,
+                &alwp,
+                &mut ax,
+                &mut alw,
+            )?;
+        } else {
+            ax.copy_from_slice(&axin);
+            alw.copy_from_slice(&alwp);
+        }
+    }
+    Ok((value, grad))
+}
+
+/// One chunk of the move-and-weighting stage: `(∂/∂θ, ∂/∂x̃)` of
+/// `Σ_i ⟨ax_i, x_i⟩ + alw'_i · log G_t` over the chunk's particles `range`.
+#[allow(clippy::too_many_arguments)]
+fn move_chunk<M: FeynmanKac<Rev>>(
+    model: impl Fn(&[Rev]) -> Result<M>,
+    theta: &[f64],
+    t: usize,
+    key: StreamKey,
+    d: usize,
+    range: std::ops::Range<usize>,
+    xin: Option<&[f64]>,
+    ax: &[f64],
+    alwp: &[f64],
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    tape::with_tape(|| {
+        let th: Vec<Rev> = theta.iter().map(|&v| Rev::var(v)).collect();
+        let model = model(&th)?;
+        let m = range.len();
+        let mut seeds = Vec::with_capacity(m * (d + 1));
+        let mut xp = vec![Rev::constant(0.0); m * d];
+        let mut x = vec![Rev::constant(0.0); d];
+        for (j, i) in range.clone().enumerate() {
+            let mut rng = key.rng(i);
+            let xpj = &mut xp[j * d..(j + 1) * d];
+            let g = match xin {
+                None => {
+                    model.sample_initial(&mut rng, &mut x);
+                    model.log_potential_initial(&x)
+                }
+                Some(xin) => {
+                    for (v, &r) in xpj.iter_mut().zip(&xin[i * d..(i + 1) * d]) {
+                        *v = Rev::var(r);
+                    }
+                    model.sample_transition(t, xpj, &mut rng, &mut x);
+                    model.log_potential(t, xpj, &x)
+                }
+            };
+            seeds.extend(x.iter().zip(&ax[i * d..(i + 1) * d]).map(|(&v, &a)| (v, a)));
+            seeds.push((g, alwp[i]));
+        }
+        let adj = tape::backward(&seeds);
+        let gth = th.iter().map(|&v| adj.of(v)).collect();
+        let gx = if xin.is_some() {
+            xp.iter().map(|&v| adj.of(v)).collect()
+        } else {
+            Vec::new()
+        };
+        Ok((gth, gx))
+    })
+}
+
+/// The move-and-weighting stage of step `t` backwards: adds `∂/∂θ` to `grad` and writes the
+/// adjoint of the move's input particles to `axin` (untouched at `t = 0`).
+#[allow(clippy::too_many_arguments)]
+fn move_backward<P: Parametric>(
+    p: &P,
+    theta: &[f64],
+    t: usize,
+    seed: u64,
+    n: usize,
+    d: usize,
+    xin: Option<&[f64]>,
+    ax: &[f64],
+    alwp: &[f64],
+    grad: &mut [f64],
+    axin: &mut [f64],
+) -> Result<()> {
+    let key = StreamKey::new(seed, t, Purpose::Move);
+    let chunks = n.div_ceil(MOVE_CHUNK);
+    let one = |c: usize| {
+        let range = c * MOVE_CHUNK..((c + 1) * MOVE_CHUNK).min(n);
+        move_chunk(
+            |th: &[Rev]| p.model::<Rev>(th),
+            theta,
+            t,
+            key,
+            d,
+            range,
+            xin,
+            ax,
+            alwp,
+        )
+    };
+    #[cfg(feature = "rayon")]
+    let results: Vec<Result<(Vec<f64>, Vec<f64>)>> = {
+        use rayon::prelude::*;
+        (0..chunks).into_par_iter().map(one).collect()
+    };
+    #[cfg(not(feature = "rayon"))]
+    let results: Vec<Result<(Vec<f64>, Vec<f64>)>> = (0..chunks).map(one).collect();
+    for (c, r) in results.into_iter().enumerate() {
+        let (gth, gx) = r?;
+        for (g, v) in grad.iter_mut().zip(&gth) {
+            *g += v;
+        }
+        if xin.is_some() {
+            let start = c * MOVE_CHUNK * d;
+            axin[start..start + gx.len()].copy_from_slice(&gx);
+        }
+    }
+    Ok(())
+}
+
+/// The resampling stage of step `t` backwards: re-runs the resampler on the tape from the
+/// recorded `(x_prev, lw_prev)` and writes the adjoints of its inputs to `ax`, `alw`.
+#[allow(clippy::too_many_arguments)]
+fn resample_backward(
+    r: &dyn crate::resample::Resampler<Rev>,
+    key: StreamKey,
+    n: usize,
+    d: usize,
+    x_prev: &[f64],
+    lw_prev: &[f64],
+    axin: &[f64],
+    alwin: &[f64],
+    ax: &mut [f64],
+    alw: &mut [f64],
+) -> Result<()> {
+    tape::with_tape(|| {
+        let xs: Vec<Rev> = x_prev.iter().map(|&v| Rev::var(v)).collect();
+        let lws: Vec<Rev> = lw_prev.iter().map(|&v| Rev::var(v)).collect();
+        let parts = Particles::from_vec(n, d, xs)?;
+        let mut out = Particles::<Rev>::zeros(n, d);
+        let mut out_lw = vec![Rev::constant(0.0); n];
+        let info = r.resample(&parts, &lws, key, &mut out, &mut out_lw)?;
+        if !info.resampled {
+            return Err(SmcError::invalid(
+                "resampler",
+                r.name(),
+                "a resampler that resamples in the reverse pass as it did in the forward run",
+            ));
+        }
+        let seeds: Vec<(Rev, f64)> = out
+            .as_slice()
+            .iter()
+            .zip(axin)
+            .chain(out_lw.iter().zip(alwin))
+            .map(|(&v, &a)| (v, a))
+            .collect();
+        let adj = tape::backward(&seeds);
+        for (a, &v) in ax.iter_mut().zip(parts.as_slice()) {
+            *a = adj.of(v);
+        }
+        for (a, &v) in alw.iter_mut().zip(&lws) {
+            *a = adj.of(v);
+        }
+        Ok(())
+    })
+}
