@@ -19,11 +19,21 @@ pub(crate) struct TapeNet {
     values: Vec<f64>,
 }
 
-/// Per-layer buffers of one evaluation: the layer inputs `h_l` and the pre-activations.
+/// Per-layer buffers of one evaluation: the layer inputs `h_l` and the pre-activations, and
+/// the adjoint buffers of the backward pass (reused across calls on a thread).
 #[derive(Debug, Default)]
 struct Trace {
     h: Vec<Vec<f64>>,
     pre: Vec<Vec<f64>>,
+    hbar: Vec<f64>,
+    hin: Vec<f64>,
+    prebar: Vec<f64>,
+    x: Vec<f64>,
+    out: Vec<f64>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Trace> = std::cell::RefCell::new(Trace::default());
 }
 
 impl TapeNet {
@@ -86,15 +96,29 @@ struct MlpOp {
 
 impl CustomOp for MlpOp {
     fn backward(&self, out_adj: &[f64], adj: &mut AdjointsMut<'_>) {
+        SCRATCH.with(|s| self.backward_with(&mut s.borrow_mut(), out_adj, adj));
+    }
+}
+
+impl MlpOp {
+    fn backward_with(&self, tr: &mut Trace, out_adj: &[f64], adj: &mut AdjointsMut<'_>) {
         let tn = &*self.net;
         let net = &tn.net;
         let nl = net.n_layers();
-        let xv: Vec<f64> = self.x.iter().map(|r| r.value()).collect();
-        let mut tr = Trace::default();
-        let mut out = vec![0.0; net.n_outputs()];
-        tn.forward(&xv, &mut tr, &mut out);
+        let mut xv = std::mem::take(&mut tr.x);
+        xv.clear();
+        xv.extend(self.x.iter().map(|r| r.value()));
+        let mut out = std::mem::take(&mut tr.out);
+        out.resize(net.n_outputs(), 0.0);
+        tn.forward(&xv, tr, &mut out);
+        tr.x = xv;
+        tr.out = out;
         // hbar = adjoint of h_{l+1} (the output at l = nl − 1).
-        let mut hbar = out_adj.to_vec();
+        let mut hbar = std::mem::take(&mut tr.hbar);
+        let mut hin = std::mem::take(&mut tr.hin);
+        let mut prebar = std::mem::take(&mut tr.prebar);
+        hbar.clear();
+        hbar.extend_from_slice(out_adj);
         for l in (0..nl).rev() {
             let (n_in, n_out) = (net.widths()[l], net.widths()[l + 1]);
             let r = net.layer_range(l);
@@ -104,17 +128,20 @@ impl CustomOp for MlpOp {
             } else {
                 net.activation()
             };
-            let prebar: Vec<f64> = tr.pre[l]
-                .iter()
-                .zip(&hbar)
-                .map(|(&p, &g)| g * act.value_and_derivative(p).1)
-                .collect();
+            prebar.clear();
+            prebar.extend(
+                tr.pre[l]
+                    .iter()
+                    .zip(&hbar)
+                    .map(|(&p, &g)| g * act.value_and_derivative(p).1),
+            );
             let h = &tr.h[l];
-            let mut hin = if net.skip(l) {
-                hbar.clone()
+            hin.clear();
+            if net.skip(l) {
+                hin.extend_from_slice(&hbar);
             } else {
-                vec![0.0; n_in]
-            };
+                hin.resize(n_in, 0.0);
+            }
             for (o, &pb) in prebar.iter().enumerate() {
                 if pb == 0.0 {
                     continue;
@@ -127,21 +154,29 @@ impl CustomOp for MlpOp {
                 }
                 adj.add(tn.theta[r.start + n_in * n_out + o], pb);
             }
-            hbar = hin;
+            std::mem::swap(&mut hbar, &mut hin);
         }
         for (x, &g) in self.x.iter().zip(&hbar) {
             adj.add(*x, g);
         }
+        tr.hbar = hbar;
+        tr.hin = hin;
+        tr.prebar = prebar;
     }
 }
 
 /// Evaluates `net` at θ (as tape variables in `tn`) and the input `x`, recording one custom
 /// operation; writes the outputs to `out`.
 pub(crate) fn forward_tape(tn: &Arc<TapeNet>, x: Vec<Rev>, out: &mut [Rev]) {
-    let xv: Vec<f64> = x.iter().map(|r| r.value()).collect();
-    let mut tr = Trace::default();
     let mut values = vec![0.0; tn.net.n_outputs()];
-    tn.forward(&xv, &mut tr, &mut values);
+    SCRATCH.with(|s| {
+        let tr = &mut *s.borrow_mut();
+        let mut xv = std::mem::take(&mut tr.x);
+        xv.clear();
+        xv.extend(x.iter().map(|r| r.value()));
+        tn.forward(&xv, tr, &mut values);
+        tr.x = xv;
+    });
     let op = MlpOp {
         net: Arc::clone(tn),
         x,

@@ -968,6 +968,9 @@ struct TapeInputs {
     zf: Vec<f64>,
     lwf: Vec<f64>,
     sqzf: Vec<f64>,
+    /// Adjoints accumulated by the [`ScoreOp`]s' backward passes (`z` dimension-major, then
+    /// `lw`, then `sqz`), handed to the tape once by the [`FlushOp`].
+    acc: std::sync::Mutex<Vec<f64>>,
 }
 
 impl TapeInputs {
@@ -1026,6 +1029,8 @@ impl CustomOp for ScoreOp {
         let mut qf = vec![0.0; d];
         let mut qbar = vec![0.0; d];
         let mut g = vec![0.0; n];
+        let mut guard = w.acc.lock().unwrap_or_else(|e| e.into_inner());
+        let acc = &mut guard[..];
         for (b, (qb, mbar)) in self
             .q
             .chunks_exact(d)
@@ -1060,25 +1065,49 @@ impl CustomOp for ScoreOp {
                 *gi *= a;
             }
             qbar.fill(0.0);
+            let (zacc, rest) = acc.split_at_mut(n * d);
+            let (lwacc, sqacc) = rest.split_at_mut(n);
             for k in 0..d {
                 let zk = &w.zf[k * n..(k + 1) * n];
-                let zr = &w.z[k * n..(k + 1) * n];
                 let (mk, qk) = (mbar[k], qf[k]);
-                let mut acc = 0.0;
-                for i in 0..n {
-                    adj.add(zr[i], alpha[i] * mk + g[i] * qk);
-                    acc += g[i] * zk[i];
+                for ((za, &a), &gi) in zacc[k * n..(k + 1) * n].iter_mut().zip(alpha).zip(&g) {
+                    *za += a * mk + gi * qk;
                 }
-                qbar[k] = acc;
+                qbar[k] = g.iter().zip(zk).map(|(gi, z)| gi * z).sum();
             }
-            for i in 0..n {
-                adj.add(w.lw[i], g[i]);
-                adj.add(w.sqz[i], -self.gamma * g[i]);
+            for ((la, sa), &gi) in lwacc.iter_mut().zip(sqacc.iter_mut()).zip(&g) {
+                *la += gi;
+                *sa -= self.gamma * gi;
             }
             for (r, &v) in qb.iter().zip(&qbar) {
                 adj.add(*r, v);
             }
         }
+    }
+}
+
+/// Hands the adjoints the [`ScoreOp`]s accumulated in [`TapeInputs::acc`] to the tape. Recorded
+/// before them, so the backward sweep runs it after all of them.
+#[derive(Debug)]
+struct FlushOp {
+    inputs: Arc<TapeInputs>,
+}
+
+impl CustomOp for FlushOp {
+    fn backward(&self, _out_adj: &[f64], adj: &mut AdjointsMut<'_>) {
+        let w = &*self.inputs;
+        let mut acc = w.acc.lock().unwrap_or_else(|e| e.into_inner());
+        let nodes = w.z.iter().chain(&w.lw).chain(&w.sqz);
+        for (&r, a) in nodes.zip(acc.iter_mut()) {
+            if *a != 0.0 {
+                adj.add(r, *a);
+                *a = 0.0;
+            }
+        }
+    }
+
+    fn always_run(&self) -> bool {
+        true
     }
 }
 
@@ -1110,18 +1139,27 @@ impl TapeKernel {
         let zf = z.iter().map(|r| r.value()).collect();
         let lwf = lw.iter().map(|r| r.value()).collect();
         let sqzf = sqz.iter().map(|r| r.value()).collect();
-        TapeKernel {
-            inputs: Arc::new(TapeInputs {
-                n: w.n,
-                d: w.d,
-                z,
-                lw,
-                sqz,
-                zf,
-                lwf,
-                sqzf,
+        let inputs = Arc::new(TapeInputs {
+            n: w.n,
+            d: w.d,
+            z,
+            lw,
+            sqz,
+            zf,
+            lwf,
+            sqzf,
+            acc: std::sync::Mutex::new(vec![0.0; w.n * (w.d + 2)]),
+        });
+        // One placeholder output; the op runs whatever its adjoint (see `always_run`).
+        let mut dummy = [Rev::constant(0.0)];
+        tape::custom(
+            &[0.0],
+            Box::new(FlushOp {
+                inputs: Arc::clone(&inputs),
             }),
-        }
+            &mut dummy,
+        );
+        TapeKernel { inputs }
     }
 }
 
