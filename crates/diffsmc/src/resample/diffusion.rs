@@ -58,7 +58,6 @@ use crate::particles::Particles;
 use crate::rng::{StreamKey, StreamRng, standard_normal};
 use crate::scalar::{Scalar, log_sum_exp, records_on_tape};
 use crate::tape::{self, AdjointsMut, CustomOp, Rev};
-use std::sync::Arc;
 
 // ---------------------------------------------------------------------------------------------
 // Configuration
@@ -475,7 +474,7 @@ impl<S: Scalar> Resampler<S> for DiffusionResampler {
         };
         let w = &prep.w;
         if records_on_tape::<S>() {
-            drive(&TapeKernel::new(w), &prep, &steps, key, out_buf);
+            resample_on_tape(&prep, &steps, key, simd, out_buf);
             return Ok(ResampleInfo::RESAMPLED);
         }
         match lanes {
@@ -954,7 +953,7 @@ impl<S: Scalar> ScoreKernel<S> for GenericKernel<'_, S> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Tape kernel (reverse mode)
+// Reverse mode: the whole reverse process as one tape operation
 // ---------------------------------------------------------------------------------------------
 
 /// The whitened particles of a tape run, as tape variables and as values (dimension-major).
@@ -965,24 +964,42 @@ struct TapeInputs {
     z: Vec<Rev>,
     lw: Vec<Rev>,
     sqz: Vec<Rev>,
-    zf: Vec<f64>,
-    lwf: Vec<f64>,
-    sqzf: Vec<f64>,
-    /// Adjoints accumulated by the [`ScoreOp`]s' backward passes (`z` dimension-major, then
-    /// `lw`, then `sqz`), handed to the tape once by the [`FlushOp`].
-    acc: std::sync::Mutex<Vec<f64>>,
+    /// The same as values.
+    w: Whitened<f64>,
 }
 
 impl TapeInputs {
+    fn new<S: Scalar>(w: &Whitened<S>) -> Self {
+        let z: Vec<Rev> = w.z.iter().map(to_rev).collect();
+        let lw: Vec<Rev> = w.lw.iter().map(to_rev).collect();
+        let sqz: Vec<Rev> = w.sqz.iter().map(to_rev).collect();
+        let vals = |v: &[Rev]| v.iter().map(|r| r.value()).collect::<Vec<f64>>();
+        let w64 = Whitened {
+            n: w.n,
+            d: w.d,
+            z: vals(&z),
+            lw: vals(&lw),
+            sqz: vals(&sqz),
+        };
+        TapeInputs {
+            n: w.n,
+            d: w.d,
+            z,
+            lw,
+            sqz,
+            w: w64,
+        }
+    }
+
     /// Softmax weights `α_i ∝ exp(q·z_i + lw_i − γ|z_i|²)` of one query into `e` (normalised),
     /// and the mean `Σ α_i z_i` into `m`.
     fn weights(&self, q: &[f64], gamma: f64, e: &mut [f64], m: &mut [f64]) {
-        let (n, d) = (self.n, self.d);
-        for ((ei, &l), &sq) in e.iter_mut().zip(&self.lwf).zip(&self.sqzf) {
+        let (n, w) = (self.n, &self.w);
+        for ((ei, &l), &sq) in e.iter_mut().zip(&w.lw).zip(&w.sqz) {
             *ei = l - sq * gamma;
         }
         for (k, &qk) in q.iter().enumerate() {
-            for (ei, &z) in e.iter_mut().zip(&self.zf[k * n..(k + 1) * n]) {
+            for (ei, &z) in e.iter_mut().zip(&w.z[k * n..(k + 1) * n]) {
                 *ei += qk * z;
             }
         }
@@ -994,120 +1011,222 @@ impl TapeInputs {
         for ei in e.iter_mut() {
             *ei *= inv;
         }
-        for (k, mk) in m.iter_mut().enumerate().take(d) {
-            let zk = &self.zf[k * n..(k + 1) * n];
+        for (k, mk) in m.iter_mut().enumerate() {
+            let zk = &w.z[k * n..(k + 1) * n];
             *mk = e.iter().zip(zk).map(|(a, z)| a * z).sum();
         }
     }
 }
 
-/// Largest N for which a [`ScoreOp`] keeps its softmax weights (N values per query) instead
-/// of recomputing them in the backward pass: at N = 1024, K = 4 that is 32 MiB per resampling.
-const TAPE_CACHE_MAX_N: usize = 1024;
+/// Output particles per task of the reverse-mode forward and backward loops (fixed, so the
+/// result does not depend on the number of threads).
+const TAPE_CHUNK: usize = 64;
 
-/// One block of queries' means, recorded as one tape operation. Its backward pass uses the
-/// softmax weights (kept for N ≤ [`TAPE_CACHE_MAX_N`], else recomputed): with
-/// `ḡ_i = Σ_k m̄_k z_ki` and `l̄_i = α_i (ḡ_i − m̄·m)`, the adjoints are
-/// `z̄_ki += α_i m̄_k + l̄_i q_k`, `lw̄_i += l̄_i`, `sq̄z_i −= γ l̄_i`, `q̄_k += Σ_i l̄_i z_ki`.
+/// The whitened reverse process of every output particle, `u_K = Φ(z, lw, |z|²; ξ)`, as one
+/// tape operation. The forward pass is the `f64` run's own (the lane kernel, in parallel) and
+/// keeps the trajectories `u_k`; the backward pass walks each particle's steps in reverse:
+/// with `s = (c·m − u)/v`, `m = Σ_i α_i z_i` at `q = β u`,
+/// `ū_k = k_u ū_{k+1} − (k_s/v) ū_{k+1} + β q̄`, `m̄ = (c k_s / v) ū_{k+1}`, and through the
+/// softmax (`l̄_i = α_i (m̄·z_i − m̄·m)`): `z̄_i += α_i m̄ + l̄_i q`, `lw̄_i += l̄_i`,
+/// `sq̄z_i −= γ l̄_i`, `q̄ = Σ_i l̄_i z_i`. The weights `α` are recomputed, so the memory is
+/// the trajectories, O(K·M·d); the input adjoints are summed per fixed chunk of particles, in
+/// parallel, then in chunk order.
 #[derive(Debug)]
-struct ScoreOp {
-    inputs: Arc<TapeInputs>,
-    q: Vec<Rev>,
-    gamma: f64,
-    /// The means (queries × d).
-    m: Vec<f64>,
-    /// The softmax weights (queries × N), when kept.
-    alpha: Option<Vec<f64>>,
+struct DriveOp {
+    inputs: TapeInputs,
+    steps: Vec<StepCoef>,
+    /// `u_k` for k = 0..K (particle-major per step: `traj[k][j * d + c]`).
+    traj: Vec<Vec<f64>>,
 }
 
-impl CustomOp for ScoreOp {
-    fn backward(&self, out_adj: &[f64], adj: &mut AdjointsMut<'_>) {
-        let w = &*self.inputs;
+impl DriveOp {
+    /// Backward pass of particles `range`: adds their input adjoints to `acc`
+    /// (`z` dimension-major, then `lw`, then `sqz`).
+    fn backward_chunk(&self, range: std::ops::Range<usize>, out_adj: &[f64], acc: &mut [f64]) {
+        let w = &self.inputs;
         let (n, d) = (w.n, w.d);
-        let mut e = vec![0.0; if self.alpha.is_some() { 0 } else { n }];
-        let mut m = vec![0.0; d];
-        let mut qf = vec![0.0; d];
-        let mut qbar = vec![0.0; d];
+        let (zacc, rest) = acc.split_at_mut(n * d);
+        let (lwacc, sqacc) = rest.split_at_mut(n);
+        let mut alpha = vec![0.0; n];
         let mut g = vec![0.0; n];
-        let mut guard = w.acc.lock().unwrap_or_else(|e| e.into_inner());
-        let acc = &mut guard[..];
-        for (b, (qb, mbar)) in self
-            .q
-            .chunks_exact(d)
-            .zip(out_adj.chunks_exact(d))
-            .enumerate()
-        {
-            if mbar.iter().all(|&v| v == 0.0) {
+        let mut m = vec![0.0; d];
+        let mut q = vec![0.0; d];
+        let mut ubar = vec![0.0; d];
+        let mut next = vec![0.0; d];
+        for j in range {
+            ubar.copy_from_slice(&out_adj[j * d..(j + 1) * d]);
+            if ubar.iter().all(|&v| v == 0.0) {
                 continue;
             }
-            for (f, r) in qf.iter_mut().zip(qb) {
-                *f = r.value();
-            }
-            let alpha: &[f64] = match &self.alpha {
-                Some(a) => {
-                    m.copy_from_slice(&self.m[b * d..(b + 1) * d]);
-                    &a[b * n..(b + 1) * n]
+            for (k, st) in self.steps.iter().enumerate().rev() {
+                let u = &self.traj[k][j * d..(j + 1) * d];
+                for (qc, &uc) in q.iter_mut().zip(u) {
+                    *qc = uc * st.beta;
                 }
-                None => {
-                    w.weights(&qf, self.gamma, &mut e, &mut m);
-                    &e
+                w.weights(&q, st.gamma, &mut alpha, &mut m);
+                // ū_{k+1} → ū_k (direct), m̄.
+                let mscale = st.ks * st.inv_v * st.c;
+                for c in 0..d {
+                    next[c] = ubar[c] * (st.ku - st.ks * st.inv_v);
                 }
-            };
-            let gbar: f64 = mbar.iter().zip(&m).map(|(a, b)| a * b).sum();
-            // l̄_i = α_i (Σ_k m̄_k z_ki − ḡ).
-            g.fill(-gbar);
-            for (k, &mk) in mbar.iter().enumerate() {
-                for (gi, &z) in g.iter_mut().zip(&w.zf[k * n..(k + 1) * n]) {
-                    *gi += mk * z;
+                let mbar: Vec<f64> = ubar.iter().map(|&v| v * mscale).collect();
+                let gbar: f64 = mbar.iter().zip(&m).map(|(a, b)| a * b).sum();
+                g.fill(-gbar);
+                for (c, &mc) in mbar.iter().enumerate() {
+                    for (gi, &z) in g.iter_mut().zip(&w.w.z[c * n..(c + 1) * n]) {
+                        *gi += mc * z;
+                    }
                 }
-            }
-            for (gi, &a) in g.iter_mut().zip(alpha) {
-                *gi *= a;
-            }
-            qbar.fill(0.0);
-            let (zacc, rest) = acc.split_at_mut(n * d);
-            let (lwacc, sqacc) = rest.split_at_mut(n);
-            for k in 0..d {
-                let zk = &w.zf[k * n..(k + 1) * n];
-                let (mk, qk) = (mbar[k], qf[k]);
-                for ((za, &a), &gi) in zacc[k * n..(k + 1) * n].iter_mut().zip(alpha).zip(&g) {
-                    *za += a * mk + gi * qk;
+                for (gi, &a) in g.iter_mut().zip(&alpha) {
+                    *gi *= a;
                 }
-                qbar[k] = g.iter().zip(zk).map(|(gi, z)| gi * z).sum();
-            }
-            for ((la, sa), &gi) in lwacc.iter_mut().zip(sqacc.iter_mut()).zip(&g) {
-                *la += gi;
-                *sa -= self.gamma * gi;
-            }
-            for (r, &v) in qb.iter().zip(&qbar) {
-                adj.add(*r, v);
+                for c in 0..d {
+                    let zc = &w.w.z[c * n..(c + 1) * n];
+                    let (mc, qc) = (mbar[c], q[c]);
+                    for ((za, &a), &gi) in zacc[c * n..(c + 1) * n].iter_mut().zip(&alpha).zip(&g) {
+                        *za += a * mc + gi * qc;
+                    }
+                    let qbar: f64 = g.iter().zip(zc).map(|(gi, z)| gi * z).sum();
+                    next[c] += qbar * st.beta;
+                }
+                for ((la, sa), &gi) in lwacc.iter_mut().zip(sqacc.iter_mut()).zip(&g) {
+                    *la += gi;
+                    *sa -= st.gamma * gi;
+                }
+                ubar.copy_from_slice(&next);
             }
         }
     }
 }
 
-/// Hands the adjoints the [`ScoreOp`]s accumulated in [`TapeInputs::acc`] to the tape. Recorded
-/// before them, so the backward sweep runs it after all of them.
-#[derive(Debug)]
-struct FlushOp {
-    inputs: Arc<TapeInputs>,
-}
-
-impl CustomOp for FlushOp {
-    fn backward(&self, _out_adj: &[f64], adj: &mut AdjointsMut<'_>) {
-        let w = &*self.inputs;
-        let mut acc = w.acc.lock().unwrap_or_else(|e| e.into_inner());
+impl CustomOp for DriveOp {
+    fn backward(&self, out_adj: &[f64], adj: &mut AdjointsMut<'_>) {
+        let w = &self.inputs;
+        let m = out_adj.len() / w.d.max(1);
+        let len = w.n * (w.d + 2);
+        let chunks = m.div_ceil(TAPE_CHUNK);
+        let one = |c: usize| {
+            let mut acc = vec![0.0; len];
+            self.backward_chunk(
+                c * TAPE_CHUNK..((c + 1) * TAPE_CHUNK).min(m),
+                out_adj,
+                &mut acc,
+            );
+            acc
+        };
+        #[cfg(feature = "rayon")]
+        let parts: Vec<Vec<f64>> = if chunks > 1 {
+            use rayon::prelude::*;
+            (0..chunks).into_par_iter().map(one).collect()
+        } else {
+            (0..chunks).map(one).collect()
+        };
+        #[cfg(not(feature = "rayon"))]
+        let parts: Vec<Vec<f64>> = (0..chunks).map(one).collect();
+        let mut total = vec![0.0; len];
+        for p in &parts {
+            for (t, v) in total.iter_mut().zip(p) {
+                *t += v;
+            }
+        }
         let nodes = w.z.iter().chain(&w.lw).chain(&w.sqz);
-        for (&r, a) in nodes.zip(acc.iter_mut()) {
-            if *a != 0.0 {
-                adj.add(r, *a);
-                *a = 0.0;
+        for (&r, &a) in nodes.zip(&total) {
+            if a != 0.0 {
+                adj.add(r, a);
             }
         }
     }
+}
 
-    fn always_run(&self) -> bool {
-        true
+/// [`DiffusionResampler::resample`] on the reverse-mode tape scalar: the reverse process runs
+/// in `f64` with the lane kernel and is recorded as one [`DriveOp`]; the reference, the
+/// whitening and the un-whitening are recorded node by node (O(N·d²)).
+fn resample_on_tape<S: Scalar>(
+    prep: &Prepared<S>,
+    steps: &[StepCoef],
+    key: StreamKey,
+    simd: Simd,
+    out: &mut [S],
+) {
+    let inputs = TapeInputs::new(&prep.w);
+    let d = prep.d;
+    let m = out.len() / d;
+    let noisy = steps.iter().any(|s| s.kxi != 0.0);
+    let kernel = LaneKernel::<0>::new(&inputs.w, simd);
+    // Trajectories, per chunk of output particles.
+    let run = |c: usize| -> Vec<Vec<f64>> {
+        let range = c * TAPE_CHUNK..((c + 1) * TAPE_CHUNK).min(m);
+        let mut traj = vec![Vec::with_capacity(range.len() * d); steps.len() + 1];
+        let mut scratch = <LaneKernel<0> as ScoreKernel<f64>>::scratch(&kernel);
+        let mut q = vec![0.0; BLOCK * d];
+        let mut mean = vec![0.0; BLOCK * d];
+        let mut j = range.start;
+        while j < range.end {
+            let nb = BLOCK.min(range.end - j);
+            let mut rngs: Vec<StreamRng> = (0..nb).map(|b| key.rng(j + b)).collect();
+            let mut u: Vec<f64> = Vec::with_capacity(nb * d);
+            for rng in rngs.iter_mut() {
+                for _ in 0..d {
+                    u.push(standard_normal(rng));
+                }
+            }
+            for (k, st) in steps.iter().enumerate() {
+                traj[k].extend_from_slice(&u);
+                let (q, mean) = (&mut q[..nb * d], &mut mean[..nb * d]);
+                for (qk, &uk) in q.iter_mut().zip(&u) {
+                    *qk = uk * st.beta;
+                }
+                ScoreKernel::<f64>::means(&kernel, q, st.gamma, mean, &mut scratch);
+                for (b, rng) in rngs.iter_mut().enumerate() {
+                    for kk in b * d..(b + 1) * d {
+                        let uk = u[kk];
+                        let s = (mean[kk] * st.c - uk) * st.inv_v;
+                        let mut nx = uk * st.ku + s * st.ks;
+                        if noisy {
+                            nx += standard_normal(rng) * st.kxi;
+                        }
+                        u[kk] = nx;
+                    }
+                }
+            }
+            traj[steps.len()].extend_from_slice(&u);
+            j += nb;
+        }
+        traj
+    };
+    let chunks = m.div_ceil(TAPE_CHUNK);
+    #[cfg(feature = "rayon")]
+    let parts: Vec<Vec<Vec<f64>>> = if chunks > 1 {
+        use rayon::prelude::*;
+        (0..chunks).into_par_iter().map(run).collect()
+    } else {
+        (0..chunks).map(run).collect()
+    };
+    #[cfg(not(feature = "rayon"))]
+    let parts: Vec<Vec<Vec<f64>>> = (0..chunks).map(run).collect();
+    let mut traj = vec![Vec::with_capacity(m * d); steps.len() + 1];
+    for part in parts {
+        for (t, p) in traj.iter_mut().zip(part) {
+            t.extend_from_slice(&p);
+        }
+    }
+    let values = traj[steps.len()].clone();
+    let mut uk = vec![Rev::constant(0.0); m * d];
+    tape::custom(
+        &values,
+        Box::new(DriveOp {
+            inputs,
+            steps: steps.to_vec(),
+            traj,
+        }),
+        &mut uk,
+    );
+    let mut ub = vec![S::zero(); d];
+    for (ur, xo) in uk.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        for (b, &r) in ub.iter_mut().zip(ur) {
+            *b = from_rev(r);
+        }
+        unwhiten(prep, &ub, xo);
     }
 }
 
@@ -1122,101 +1241,6 @@ fn to_rev<S: Scalar>(x: &S) -> Rev {
 #[inline]
 fn from_rev<S: Scalar>(r: Rev) -> S {
     tape::from_rev(r).unwrap_or_else(|| S::cst(r.value()))
-}
-
-/// The score loop for the reverse-mode tape scalar: values in `f64`, one [`ScoreOp`] per block
-/// of queries, so the tape holds O(d) nodes per query instead of O(N·d).
-#[derive(Debug)]
-struct TapeKernel {
-    inputs: Arc<TapeInputs>,
-}
-
-impl TapeKernel {
-    fn new<S: Scalar>(w: &Whitened<S>) -> Self {
-        let z: Vec<Rev> = w.z.iter().map(to_rev).collect();
-        let lw: Vec<Rev> = w.lw.iter().map(to_rev).collect();
-        let sqz: Vec<Rev> = w.sqz.iter().map(to_rev).collect();
-        let zf = z.iter().map(|r| r.value()).collect();
-        let lwf = lw.iter().map(|r| r.value()).collect();
-        let sqzf = sqz.iter().map(|r| r.value()).collect();
-        let inputs = Arc::new(TapeInputs {
-            n: w.n,
-            d: w.d,
-            z,
-            lw,
-            sqz,
-            zf,
-            lwf,
-            sqzf,
-            acc: std::sync::Mutex::new(vec![0.0; w.n * (w.d + 2)]),
-        });
-        // One placeholder output; the op runs whatever its adjoint (see `always_run`).
-        let mut dummy = [Rev::constant(0.0)];
-        tape::custom(
-            &[0.0],
-            Box::new(FlushOp {
-                inputs: Arc::clone(&inputs),
-            }),
-            &mut dummy,
-        );
-        TapeKernel { inputs }
-    }
-}
-
-impl<S: Scalar> ScoreKernel<S> for TapeKernel {
-    type Scratch = (Vec<f64>, Vec<Rev>);
-    const COST: usize = 8;
-
-    fn scratch(&self) -> Self::Scratch {
-        (Vec::with_capacity(self.inputs.n), Vec::new())
-    }
-
-    fn n(&self) -> usize {
-        self.inputs.n
-    }
-
-    fn means(&self, q: &[S], gamma: f64, m: &mut [S], sc: &mut Self::Scratch) {
-        let (n, d) = (self.inputs.n, self.inputs.d);
-        let nq = q.len() / d;
-        let qr: Vec<Rev> = q.iter().map(to_rev).collect();
-        let mut values = vec![0.0; q.len()];
-        let keep = n <= TAPE_CACHE_MAX_N;
-        let mut alpha = if keep { vec![0.0; nq * n] } else { Vec::new() };
-        sc.0.resize(n, 0.0);
-        let mut qf = vec![0.0; d];
-        for (b, (qb, mb)) in qr
-            .chunks_exact(d)
-            .zip(values.chunks_exact_mut(d))
-            .enumerate()
-        {
-            for (f, r) in qf.iter_mut().zip(qb) {
-                *f = r.value();
-            }
-            let e = if keep {
-                &mut alpha[b * n..(b + 1) * n]
-            } else {
-                &mut sc.0[..]
-            };
-            self.inputs.weights(&qf, gamma, e, mb);
-        }
-        let out = &mut sc.1;
-        out.clear();
-        out.resize(q.len(), Rev::constant(0.0));
-        tape::custom(
-            &values,
-            Box::new(ScoreOp {
-                inputs: Arc::clone(&self.inputs),
-                q: qr,
-                gamma,
-                m: values.clone(),
-                alpha: keep.then_some(alpha),
-            }),
-            out,
-        );
-        for (mk, &r) in m.iter_mut().zip(out.iter()) {
-            *mk = from_rev(r);
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
