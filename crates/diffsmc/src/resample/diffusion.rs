@@ -993,7 +993,8 @@ impl TapeInputs {
 
     /// Softmax weights `α_i ∝ exp(q·z_i + lw_i − γ|z_i|²)` of one query into `e` (normalised),
     /// and the mean `Σ α_i z_i` into `m`.
-    fn weights(&self, q: &[f64], gamma: f64, e: &mut [f64], m: &mut [f64]) {
+    #[inline(always)]
+    fn weights<F: MulAdd>(&self, q: &[f64], gamma: f64, e: &mut [f64], m: &mut [f64]) {
         let (n, w) = (self.n, &self.w);
         for ((ei, &l), &sq) in e.iter_mut().zip(&w.lw).zip(&w.sqz) {
             *ei = l - sq * gamma;
@@ -1005,7 +1006,7 @@ impl TapeInputs {
         }
         let mx = e.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         for ei in e.iter_mut() {
-            *ei = exp_nonpos::<Plain>(*ei - mx);
+            *ei = exp_nonpos::<F>(*ei - mx);
         }
         let inv = 1.0 / e.iter().sum::<f64>();
         for ei in e.iter_mut() {
@@ -1037,12 +1038,63 @@ struct DriveOp {
     steps: Vec<StepCoef>,
     /// `u_k` for k = 0..K (particle-major per step: `traj[k][j * d + c]`).
     traj: Vec<Vec<f64>>,
+    /// The instruction set of the backward loops.
+    simd: Simd,
 }
 
 impl DriveOp {
     /// Backward pass of particles `range`: adds their input adjoints to `acc`
-    /// (`z` dimension-major, then `lw`, then `sqz`).
+    /// (`z` dimension-major, then `lw`, then `sqz`), with the widest instruction set the CPU
+    /// has.
+    #[allow(unsafe_code)]
     fn backward_chunk(&self, range: std::ops::Range<usize>, out_adj: &[f64], acc: &mut [f64]) {
+        match self.simd {
+            // SAFETY: `Simd::detect` returned this level only after `is_x86_feature_detected!`
+            // confirmed every feature the function enables.
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx512 => unsafe { self.backward_chunk_avx512(range, out_adj, acc) },
+            // SAFETY: as above (avx2 and fma detected).
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx2Fma => unsafe { self.backward_chunk_avx2(range, out_adj, acc) },
+            Simd::Baseline => self.backward_chunk_impl::<Plain>(range, out_adj, acc),
+        }
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(unsafe_code)]
+    unsafe fn backward_chunk_avx2(
+        &self,
+        range: std::ops::Range<usize>,
+        out_adj: &[f64],
+        acc: &mut [f64],
+    ) {
+        self.backward_chunk_impl::<Fused>(range, out_adj, acc)
+    }
+
+    /// # Safety
+    /// The CPU must support AVX-512 (F, DQ), AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+    #[allow(unsafe_code)]
+    unsafe fn backward_chunk_avx512(
+        &self,
+        range: std::ops::Range<usize>,
+        out_adj: &[f64],
+        acc: &mut [f64],
+    ) {
+        self.backward_chunk_impl::<Fused>(range, out_adj, acc)
+    }
+
+    #[inline(always)]
+    fn backward_chunk_impl<F: MulAdd>(
+        &self,
+        range: std::ops::Range<usize>,
+        out_adj: &[f64],
+        acc: &mut [f64],
+    ) {
         let w = &self.inputs;
         let (n, d) = (w.n, w.d);
         let (zacc, rest) = acc.split_at_mut(n * d);
@@ -1053,6 +1105,7 @@ impl DriveOp {
         let mut q = vec![0.0; d];
         let mut ubar = vec![0.0; d];
         let mut next = vec![0.0; d];
+        let mut mbar = vec![0.0; d];
         for j in range {
             ubar.copy_from_slice(&out_adj[j * d..(j + 1) * d]);
             if ubar.iter().all(|&v| v == 0.0) {
@@ -1063,13 +1116,15 @@ impl DriveOp {
                 for (qc, &uc) in q.iter_mut().zip(u) {
                     *qc = uc * st.beta;
                 }
-                w.weights(&q, st.gamma, &mut alpha, &mut m);
+                w.weights::<F>(&q, st.gamma, &mut alpha, &mut m);
                 // ū_{k+1} → ū_k (direct), m̄.
                 let mscale = st.ks * st.inv_v * st.c;
                 for c in 0..d {
                     next[c] = ubar[c] * (st.ku - st.ks * st.inv_v);
                 }
-                let mbar: Vec<f64> = ubar.iter().map(|&v| v * mscale).collect();
+                for (mb, &v) in mbar.iter_mut().zip(&ubar) {
+                    *mb = v * mscale;
+                }
                 let gbar: f64 = mbar.iter().zip(&m).map(|(a, b)| a * b).sum();
                 g.fill(-gbar);
                 for (c, &mc) in mbar.iter().enumerate() {
@@ -1218,6 +1273,7 @@ fn resample_on_tape<S: Scalar>(
             inputs,
             steps: steps.to_vec(),
             traj,
+            simd,
         }),
         &mut uk,
     );
