@@ -185,13 +185,14 @@ fn time_family<P: diffsmc::grad::Parametric>(
     n: usize,
     min_seconds: f64,
     mode: Option<diffsmc::grad::GradMode>,
+    reps: usize,
     pb: &ProgressBar,
 ) -> Result<(Vec<f64>, Option<Vec<f64>>), CliError> {
     use diffsmc::SmcConfig;
     use diffsmc::grad::{ChunkSize, GradOptions, value, value_and_gradient_with};
     let smc = SmcConfig::new(n)?;
     let mut k = 0u64;
-    let value_times = time_runs(3, min_seconds, pb, || {
+    let value_times = time_runs(reps, min_seconds, pb, || {
         k += 1;
         value(p, theta, &smc, spec, k)?;
         Ok(())
@@ -205,7 +206,7 @@ fn time_family<P: diffsmc::grad::Parametric>(
                 } else {
                     ChunkSize::Auto
                 });
-            Some(time_runs(3, min_seconds, pb, || {
+            Some(time_runs(reps, min_seconds, pb, || {
                 k += 1;
                 value_and_gradient_with(p, theta, &smc, spec, k, opts)?;
                 Ok(())
@@ -225,6 +226,7 @@ pub fn grad(
     seed: u64,
     min_seconds: f64,
     mode: Option<diffsmc::grad::GradMode>,
+    reps: usize,
     pb: &ProgressBar,
 ) -> Result<serde_json::Value, CliError> {
     use diffsmc_lgssm::{Lgssm, PaperParams};
@@ -236,7 +238,7 @@ pub fn grad(
         BenchModel::Lgssm => {
             let (_, ys) = Lgssm::paper(0.5, 1.0, 1)?.simulate(129, seed);
             let params = PaperParams::new(1, ys)?;
-            let t = time_family(&params, &[0.5, 1.0], spec, n, min_seconds, mode, pb)?;
+            let t = time_family(&params, &[0.5, 1.0], spec, n, min_seconds, mode, reps, pb)?;
             ("lgssm", 129, 2, t)
         }
         BenchModel::LotkaVolterra => {
@@ -244,7 +246,7 @@ pub fn grad(
             let fam = NeuralLv::new(sim.observations.clone(), seed)?;
             let theta = fam.initial_theta();
             let steps = sim.observations.n_steps();
-            let t = time_family(&fam, &theta, spec, n, min_seconds, mode, pb)?;
+            let t = time_family(&fam, &theta, spec, n, min_seconds, mode, reps, pb)?;
             ("lotka-volterra", steps, theta.len(), t)
         }
     };

@@ -247,6 +247,9 @@ enum BenchCommand {
         /// Gradient mode: `forward`, `reverse` or `auto`.
         #[arg(long, default_value = "auto")]
         grad: GradMode,
+        /// Minimum number of timed repetitions (after one warm-up), e.g. 1 for long runs.
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
         /// Seed.
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -638,16 +641,29 @@ fn run(cli: Cli) -> Result<(), CliError> {
             resampler,
             particles,
             grad,
+            reps,
             seed,
             seconds,
             json,
         }) => {
+            if reps == 0 {
+                return Err(CliError::flag("reps", "must be at least 1"));
+            }
             let model: bench::BenchModel = model.parse()?;
             if let Some(p) = &json {
                 output::check_writable(p, cli.force)?;
             }
             let pb = progress::spinner("bench grad", cli.quiet);
-            let v = bench::grad(model, &resampler, particles, seed, seconds, Some(grad), &pb)?;
+            let v = bench::grad(
+                model,
+                &resampler,
+                particles,
+                seed,
+                seconds,
+                Some(grad),
+                reps,
+                &pb,
+            )?;
             pb.finish_and_clear();
             println!(
                 "grad {} {} N={} ({} mode): value+gradient median {:.6} s, value alone {:.6} s",
@@ -681,6 +697,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 seed,
                 seconds,
                 None,
+                3,
                 &pb,
             )?;
             pb.finish_and_clear();

@@ -311,7 +311,15 @@ pub enum GradMode {
 }
 
 /// The number of parameters from which [`GradMode::Auto`] uses reverse mode.
-pub const REVERSE_MIN_PARAMS: usize = 16;
+///
+/// Forward mode costs about one filter run on duals per chunk of 8 or 16 parameters (chunks
+/// in parallel); reverse mode about 1.5–5 `f64` runs whatever the count. Measured on 2 cores
+/// (N = 64, 256 steps): the 5-parameter Lotka–Volterra SDE took 3.0 ms forward and 10.0 ms
+/// reverse under systematic resampling, 83 ms and 71 ms under diffusion resampling (T = 1,
+/// K = 4); the 226-parameter network 0.19 s forward and 0.034 s reverse (systematic); the
+/// 2-parameter LGSSM (N = 32, diffusion T = 2, K = 8) 6.0 ms forward and 19.6 ms reverse.
+/// The crossover lies between about 10 (diffusion) and 50 (index resamplers) parameters.
+pub const REVERSE_MIN_PARAMS: usize = 32;
 
 impl GradMode {
     /// The mode used for `n_params` parameters (`Auto` resolved).
