@@ -206,7 +206,7 @@ pub struct FilterArgs {
 /// Runs `diffsmc filter`.
 pub fn filter(args: &FilterArgs, force: bool, quiet: bool) -> Result<(), CliError> {
     if crate::sde_cmd::is_sde_model(&args.model) {
-        return crate::sde_cmd::filter(args, force);
+        return crate::sde_cmd::filter(args, force, quiet);
     }
     if args.model != "lgssm" {
         return Err(CliError::flag(

@@ -234,7 +234,7 @@ fn min_mean(v: &[f64]) -> (f64, f64) {
 }
 
 /// `diffsmc filter --model ou|double-well`.
-pub fn filter(args: &FilterArgs, force: bool) -> Result<(), CliError> {
+pub fn filter(args: &FilterArgs, force: bool, quiet: bool) -> Result<(), CliError> {
     let model = Model::parse(&args.model)?;
     if args.kalman {
         return Err(CliError::flag(
@@ -265,6 +265,7 @@ pub fn filter(args: &FilterArgs, force: bool) -> Result<(), CliError> {
     let file = args.data.display().to_string();
     let th = &args.theta;
     let t0 = Instant::now();
+    let pb = progress::spinner("filter", quiet);
     let (run, exact, euler) = match model {
         Model::Ou => {
             let ou = Ou::new(th[0], th[1], th[2], d)?;
@@ -281,6 +282,7 @@ pub fn filter(args: &FilterArgs, force: bool) -> Result<(), CliError> {
             (run, None, None)
         }
     };
+    pb.finish_and_clear();
     let elapsed = t0.elapsed().as_secs_f64();
     let (fin_min, fin_mean) = min_mean(&run.final_ess);
     let (min_min, _) = min_mean(&run.min_ess);

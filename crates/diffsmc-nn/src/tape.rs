@@ -29,7 +29,6 @@ struct Trace {
     hin: Vec<f64>,
     prebar: Vec<f64>,
     x: Vec<f64>,
-    out: Vec<f64>,
 }
 
 thread_local! {
@@ -87,11 +86,14 @@ impl TapeNet {
     }
 }
 
-/// One evaluation at a recorded input.
+/// One evaluation at a recorded input, with what its backward pass needs: the layer inputs
+/// `h_l` and the activation derivatives `f_l'(pre_l)`, concatenated over the layers.
 #[derive(Debug)]
 struct MlpOp {
     net: Arc<TapeNet>,
     x: Vec<Rev>,
+    h: Vec<f64>,
+    df: Vec<f64>,
 }
 
 impl CustomOp for MlpOp {
@@ -104,38 +106,26 @@ impl MlpOp {
     fn backward_with(&self, tr: &mut Trace, out_adj: &[f64], adj: &mut AdjointsMut<'_>) {
         let tn = &*self.net;
         let net = &tn.net;
+        let widths = net.widths();
         let nl = net.n_layers();
-        let mut xv = std::mem::take(&mut tr.x);
-        xv.clear();
-        xv.extend(self.x.iter().map(|r| r.value()));
-        let mut out = std::mem::take(&mut tr.out);
-        out.resize(net.n_outputs(), 0.0);
-        tn.forward(&xv, tr, &mut out);
-        tr.x = xv;
-        tr.out = out;
         // hbar = adjoint of h_{l+1} (the output at l = nl − 1).
         let mut hbar = std::mem::take(&mut tr.hbar);
         let mut hin = std::mem::take(&mut tr.hin);
         let mut prebar = std::mem::take(&mut tr.prebar);
         hbar.clear();
         hbar.extend_from_slice(out_adj);
+        let mut h_end = self.h.len();
+        let mut df_end = self.df.len();
         for l in (0..nl).rev() {
-            let (n_in, n_out) = (net.widths()[l], net.widths()[l + 1]);
+            let (n_in, n_out) = (widths[l], widths[l + 1]);
             let r = net.layer_range(l);
             let w = &tn.values[r.start..r.start + n_in * n_out];
-            let act = if l + 1 == nl {
-                net.output_activation()
-            } else {
-                net.activation()
-            };
+            let h = &self.h[h_end - n_in..h_end];
+            let df = &self.df[df_end - n_out..df_end];
+            h_end -= n_in;
+            df_end -= n_out;
             prebar.clear();
-            prebar.extend(
-                tr.pre[l]
-                    .iter()
-                    .zip(&hbar)
-                    .map(|(&p, &g)| g * act.value_and_derivative(p).1),
-            );
-            let h = &tr.h[l];
+            prebar.extend(hbar.iter().zip(df).map(|(g, d)| g * d));
             hin.clear();
             if net.skip(l) {
                 hin.extend_from_slice(&hbar);
@@ -168,18 +158,33 @@ impl MlpOp {
 /// Evaluates `net` at θ (as tape variables in `tn`) and the input `x`, recording one custom
 /// operation; writes the outputs to `out`.
 pub(crate) fn forward_tape(tn: &Arc<TapeNet>, x: Vec<Rev>, out: &mut [Rev]) {
-    let mut values = vec![0.0; tn.net.n_outputs()];
-    SCRATCH.with(|s| {
+    let net = &tn.net;
+    let nl = net.n_layers();
+    let mut values = vec![0.0; net.n_outputs()];
+    let (h, df) = SCRATCH.with(|s| {
         let tr = &mut *s.borrow_mut();
         let mut xv = std::mem::take(&mut tr.x);
         xv.clear();
         xv.extend(x.iter().map(|r| r.value()));
         tn.forward(&xv, tr, &mut values);
         tr.x = xv;
+        let h: Vec<f64> = tr.h[..nl].iter().flatten().copied().collect();
+        let mut df = Vec::with_capacity(net.widths()[1..].iter().sum());
+        for (l, pre) in tr.pre[..nl].iter().enumerate() {
+            let act = if l + 1 == nl {
+                net.output_activation()
+            } else {
+                net.activation()
+            };
+            df.extend(pre.iter().map(|&p| act.value_and_derivative(p).1));
+        }
+        (h, df)
     });
     let op = MlpOp {
         net: Arc::clone(tn),
         x,
+        h,
+        df,
     };
     tape::custom(&values, Box::new(op), out);
 }
