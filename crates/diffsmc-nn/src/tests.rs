@@ -327,10 +327,10 @@ fn lanes<const N: usize>(d: &DualSVec64<N>) -> Vec<f64> {
 /// the derivative lanes of the reference `forward` to round-off, for deep residual networks
 /// with an output activation, with the derivative directions on some parameters, on the
 /// inputs, or on both.
-#[test]
-fn fast_routes_match_reference_forward() {
-    type D = DualSVec64<8>;
-    for (widths, act, out_act, residual) in [
+/// Networks the evaluation routes are checked on: the Lotka–Volterra shape, a deep residual
+/// one, a sine network with a tanh output, and single-layer ones.
+fn route_networks() -> Vec<(Vec<usize>, Activation, Activation, bool)> {
+    vec![
         (
             vec![4, 32, 2],
             Activation::Swish,
@@ -346,7 +346,13 @@ fn fast_routes_match_reference_forward() {
         (vec![2, 6, 6, 1], Activation::SINE, Activation::Tanh, true),
         (vec![3, 2], Activation::Swish, Activation::Identity, false),
         (vec![3, 2], Activation::Swish, Activation::Tanh, false),
-    ] {
+    ]
+}
+
+#[test]
+fn fast_routes_match_reference_forward() {
+    type D = DualSVec64<8>;
+    for (widths, act, out_act, residual) in route_networks() {
         let net = Mlp::new(&widths, act, 5)
             .unwrap()
             .with_output_activation(out_act)
@@ -488,22 +494,7 @@ fn prepared_route_on_second_order_duals() {
 #[test]
 fn tape_route_matches_node_by_node_recording() {
     use diffsmc::tape::{Rev, backward, tape_len, with_tape};
-    for (widths, act, out_act, residual) in [
-        (
-            vec![4, 32, 2],
-            Activation::Swish,
-            Activation::Identity,
-            false,
-        ),
-        (
-            vec![3, 5, 5, 5, 4, 2],
-            Activation::Tanh,
-            Activation::Swish,
-            true,
-        ),
-        (vec![2, 6, 6, 1], Activation::SINE, Activation::Tanh, true),
-        (vec![3, 2], Activation::Swish, Activation::Tanh, false),
-    ] {
+    for (widths, act, out_act, residual) in route_networks() {
         let net = Mlp::new(&widths, act, 5)
             .unwrap()
             .with_output_activation(out_act)
