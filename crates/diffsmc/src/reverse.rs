@@ -16,8 +16,8 @@
 //!      the result does not depend on the thread count); the noise `ξ_i` comes from the same
 //!      counter-based stream, so it is regenerated, not stored;
 //!    - **resampling** `(x̃, l̃w) = R(x_{t−1}, lw_{t−1})` — the resampler itself on the tape
-//!      (the diffusion resampler records its O(N²) score loop as one custom operation per
-//!      output, so its tape is O(K·N·d)).
+//!      (the diffusion resampler records its whole reverse process as one custom operation that
+//!      keeps the O(K·N·d) trajectories and recomputes the O(N²) score loop backwards).
 //!
 //! Peak memory is the recorded states, O(T·N·d), plus one stage's tape. Decisions (whether to
 //! resample, ancestor indices) are those of the `f64` run: every stage starts from the exact
