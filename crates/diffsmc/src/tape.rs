@@ -353,7 +353,7 @@ pub fn backward(seeds: &[(Rev, f64)]) -> Adjoints {
             {
                 let (lo, hi) = adj.split_at_mut(i);
                 let out_adj = &hi[..op.len as usize];
-                if op.op.always_run() || out_adj.iter().any(|&a| a != 0.0) {
+                if out_adj.iter().any(|&a| a != 0.0) {
                     op.op.backward(out_adj, &mut AdjointsMut { adj: lo });
                 }
                 next_op = ops.next();
@@ -383,13 +383,6 @@ pub trait CustomOp: Send {
     /// `out_adj`: adjoints of this op's outputs (in recording order); add the contributions to
     /// the op's inputs through `inputs.add(x, v)`. Must not record onto the tape.
     fn backward(&self, out_adj: &[f64], inputs: &mut AdjointsMut<'_>);
-
-    /// Whether [`backward`](CustomOp::backward) runs even when every output adjoint is zero
-    /// (default `false`: such ops are skipped). An op that forwards adjoints accumulated by
-    /// later ops (recorded before them, so it runs after them) returns `true`.
-    fn always_run(&self) -> bool {
-        false
-    }
 }
 
 /// Write access to the adjoints of all nodes recorded before a custom op, handed to
