@@ -327,10 +327,11 @@ fn lanes<const N: usize>(d: &DualSVec64<N>) -> Vec<f64> {
 /// the derivative lanes of the reference `forward` to round-off, for deep residual networks
 /// with an output activation, with the derivative directions on some parameters, on the
 /// inputs, or on both.
-/// Networks the evaluation routes are checked on: the Lotka–Volterra shape, a deep residual
-/// one, a sine network with a tanh output, and single-layer ones.
-fn route_networks() -> Vec<(Vec<usize>, Activation, Activation, bool)> {
-    vec![
+/// Networks the evaluation routes are checked on — the Lotka–Volterra shape, a deep residual
+/// one, a sine network with a tanh output, and single-layer ones — each with its widths and a
+/// θ perturbed away from the initialisation (non-zero biases).
+fn route_networks() -> Vec<(Vec<usize>, Mlp, Vec<f64>)> {
+    let specs = vec![
         (
             vec![4, 32, 2],
             Activation::Swish,
@@ -346,24 +347,30 @@ fn route_networks() -> Vec<(Vec<usize>, Activation, Activation, bool)> {
         (vec![2, 6, 6, 1], Activation::SINE, Activation::Tanh, true),
         (vec![3, 2], Activation::Swish, Activation::Identity, false),
         (vec![3, 2], Activation::Swish, Activation::Tanh, false),
-    ]
+    ];
+    specs
+        .into_iter()
+        .map(|(widths, act, out_act, residual)| {
+            let net = Mlp::new(&widths, act, 5)
+                .unwrap()
+                .with_output_activation(out_act)
+                .with_residual(residual);
+            let theta0: Vec<f64> = net
+                .to_flat()
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| v + 0.1 * ((i * 5 % 11) as f64 / 11.0 - 0.5))
+                .collect();
+            (widths, net, theta0)
+        })
+        .collect()
 }
 
 #[test]
 fn fast_routes_match_reference_forward() {
     type D = DualSVec64<8>;
-    for (widths, act, out_act, residual) in route_networks() {
-        let net = Mlp::new(&widths, act, 5)
-            .unwrap()
-            .with_output_activation(out_act)
-            .with_residual(residual);
+    for (widths, net, theta0) in route_networks() {
         let p = net.n_params();
-        let theta0: Vec<f64> = net
-            .to_flat()
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| v + 0.1 * ((i * 5 % 11) as f64 / 11.0 - 0.5))
-            .collect();
         // Direction sets: the first 8 parameters, 8 spread over every layer, none.
         let spread: Vec<usize> = (0..8).map(|k| k * (p - 1) / 7).collect();
         for active in [(0..8.min(p)).collect::<Vec<_>>(), spread, vec![]] {
@@ -494,17 +501,7 @@ fn prepared_route_on_second_order_duals() {
 #[test]
 fn tape_route_matches_node_by_node_recording() {
     use diffsmc::tape::{Rev, backward, tape_len, with_tape};
-    for (widths, act, out_act, residual) in route_networks() {
-        let net = Mlp::new(&widths, act, 5)
-            .unwrap()
-            .with_output_activation(out_act)
-            .with_residual(residual);
-        let theta0: Vec<f64> = net
-            .to_flat()
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| v + 0.1 * ((i * 5 % 11) as f64 / 11.0 - 0.5))
-            .collect();
+    for (widths, net, theta0) in route_networks() {
         let x0: Vec<f64> = (0..net.n_inputs()).map(|i| 0.4 - 0.35 * i as f64).collect();
         let seeds: Vec<f64> = (0..net.n_outputs()).map(|o| 1.0 - 0.7 * o as f64).collect();
         // Returns (outputs, d/dθ, d/dx, nodes recorded) of Σ_o seeds_o · y_o.

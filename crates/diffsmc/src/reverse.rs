@@ -75,7 +75,7 @@ use crate::grad::{BuildResampler, Parametric};
 use crate::model::FeynmanKac;
 use crate::particles::Particles;
 use crate::rng::{Purpose, StreamKey};
-use crate::smc::{Smc, SmcConfig, Trace};
+use crate::smc::{Smc, SmcConfig, Trace, map_chunks};
 use crate::tape::{self, Rev};
 
 /// Particles per tape in the move-and-weighting stage (fixed, so that results do not depend on
@@ -167,8 +167,8 @@ pub fn value_and_gradient_reverse<P: Parametric, B: BuildResampler>(
 /// One chunk of the move-and-weighting stage: `(∂/∂θ, ∂/∂x̃)` of
 /// `Σ_i ⟨ax_i, x_i⟩ + alw'_i · log G_t` over the chunk's particles `range`.
 #[allow(clippy::too_many_arguments)]
-fn move_chunk<M: FeynmanKac<Rev>>(
-    model: impl Fn(&[Rev]) -> Result<M>,
+fn move_chunk<P: Parametric>(
+    p: &P,
     theta: &[f64],
     t: usize,
     key: StreamKey,
@@ -180,7 +180,7 @@ fn move_chunk<M: FeynmanKac<Rev>>(
 ) -> Result<(Vec<f64>, Vec<f64>)> {
     tape::with_tape(|| {
         let th: Vec<Rev> = theta.iter().map(|&v| Rev::var(v)).collect();
-        let model = model(&th)?;
+        let model = p.model::<Rev>(&th)?;
         let m = range.len();
         let mut seeds = Vec::with_capacity(m * (d + 1));
         let mut xp = vec![Rev::constant(0.0); m * d];
@@ -235,28 +235,9 @@ fn move_backward<P: Parametric>(
     let chunks = n.div_ceil(MOVE_CHUNK);
     let one = |c: usize| {
         let range = c * MOVE_CHUNK..((c + 1) * MOVE_CHUNK).min(n);
-        move_chunk(
-            |th: &[Rev]| p.model::<Rev>(th),
-            theta,
-            t,
-            key,
-            d,
-            range,
-            xin,
-            ax,
-            alwp,
-        )
+        move_chunk(p, theta, t, key, d, range, xin, ax, alwp)
     };
-    #[cfg(feature = "rayon")]
-    let results: Vec<Result<(Vec<f64>, Vec<f64>)>> = if chunks > 1 {
-        use rayon::prelude::*;
-        (0..chunks).into_par_iter().map(one).collect()
-    } else {
-        (0..chunks).map(one).collect()
-    };
-    #[cfg(not(feature = "rayon"))]
-    let results: Vec<Result<(Vec<f64>, Vec<f64>)>> = (0..chunks).map(one).collect();
-    for (c, r) in results.into_iter().enumerate() {
+    for (c, r) in map_chunks(chunks, one).into_iter().enumerate() {
         let (gth, gx) = r?;
         for (g, v) in grad.iter_mut().zip(&gth) {
             *g += v;

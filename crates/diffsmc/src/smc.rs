@@ -188,6 +188,18 @@ fn for_each_particle<S: Scalar>(
     }
 }
 
+/// `f(0), …, f(chunks − 1)` in order, on rayon threads when there are several chunks. The
+/// chunking is the caller's and fixed, and the results come back in chunk order, so anything
+/// reduced from them in order does not depend on the number of threads.
+pub(crate) fn map_chunks<T: Send>(chunks: usize, f: impl Fn(usize) -> T + Sync + Send) -> Vec<T> {
+    #[cfg(feature = "rayon")]
+    if chunks > 1 {
+        use rayon::prelude::*;
+        return (0..chunks).into_par_iter().map(f).collect();
+    }
+    (0..chunks).map(f).collect()
+}
+
 /// `log Σ exp(lw)` and the ESS `(Σ w)² / Σ w²` (value part) from one pass of exponentials.
 ///
 /// The log-sum-exp is computed with exactly the operations of [`crate::log_sum_exp`] (so it is

@@ -57,6 +57,7 @@ use crate::error::{Result, SmcError};
 use crate::particles::Particles;
 use crate::rng::{StreamKey, StreamRng, standard_normal};
 use crate::scalar::{Scalar, log_sum_exp, records_on_tape};
+use crate::smc::map_chunks;
 use crate::tape::{self, AdjointsMut, CustomOp, Rev};
 
 // ---------------------------------------------------------------------------------------------
@@ -1169,15 +1170,7 @@ impl CustomOp for DriveOp {
             );
             acc
         };
-        #[cfg(feature = "rayon")]
-        let parts: Vec<Vec<f64>> = if chunks > 1 {
-            use rayon::prelude::*;
-            (0..chunks).into_par_iter().map(one).collect()
-        } else {
-            (0..chunks).map(one).collect()
-        };
-        #[cfg(not(feature = "rayon"))]
-        let parts: Vec<Vec<f64>> = (0..chunks).map(one).collect();
+        let parts = map_chunks(chunks, one);
         let mut total = vec![0.0; len];
         for p in &parts {
             for (t, v) in total.iter_mut().zip(p) {
@@ -1249,16 +1242,7 @@ fn resample_on_tape<S: Scalar>(
         }
         traj
     };
-    let chunks = m.div_ceil(TAPE_CHUNK);
-    #[cfg(feature = "rayon")]
-    let parts: Vec<Vec<Vec<f64>>> = if chunks > 1 {
-        use rayon::prelude::*;
-        (0..chunks).into_par_iter().map(run).collect()
-    } else {
-        (0..chunks).map(run).collect()
-    };
-    #[cfg(not(feature = "rayon"))]
-    let parts: Vec<Vec<Vec<f64>>> = (0..chunks).map(run).collect();
+    let parts = map_chunks(m.div_ceil(TAPE_CHUNK), run);
     let mut traj = vec![Vec::with_capacity(m * d); steps.len() + 1];
     for part in parts {
         for (t, p) in traj.iter_mut().zip(part) {
