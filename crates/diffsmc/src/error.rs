@@ -51,6 +51,15 @@ pub enum SmcError {
         /// Which matrix.
         what: &'static str,
     },
+    /// The model does not provide something an algorithm needs (e.g. a transition density for
+    /// smoothing or particle Gibbs).
+    #[error("{needed_by} needs the model's {what}, which this model does not provide")]
+    Unsupported {
+        /// What is missing, e.g. `"transition density"`.
+        what: &'static str,
+        /// The method that needs it, e.g. `"FFBS smoothing"`.
+        needed_by: &'static str,
+    },
     /// A resampler specification string could not be parsed.
     #[error("cannot parse resampler spec `{spec}`: {reason}")]
     BadSpec {

@@ -1,5 +1,6 @@
 //! Model traits: Feynman–Kac models, state-space models and the bootstrap adapter.
 
+use crate::error::{Result, SmcError};
 use crate::rng::StreamRng;
 use crate::scalar::Scalar;
 
@@ -68,6 +69,56 @@ pub trait StateSpaceModel<S: Scalar>: Sync {
     fn sample_transition(&self, t: usize, x_prev: &[S], rng: &mut StreamRng, x: &mut [S]);
     /// `log p(y_t | x_t)`, zero when `y_t` is missing.
     fn observation_log_density(&self, t: usize, x: &[S]) -> S;
+
+    /// Whether [`StateSpaceModel::transition_log_density`] and
+    /// [`StateSpaceModel::initial_log_density`] are available. Algorithms that need them
+    /// (smoothers, particle Gibbs, guided filters) check this first and return
+    /// [`SmcError::Unsupported`] naming themselves when it is `false`. Default `false`.
+    fn has_transition_density(&self) -> bool {
+        false
+    }
+
+    /// `log p(x_t = x | x_{t-1} = x_prev)` for `t ≥ 1`, written for any scalar so that it is
+    /// differentiable in the parameters. Default: [`SmcError::Unsupported`].
+    ///
+    /// ```
+    /// use diffsmc::prelude::*;
+    /// struct Rw;
+    /// impl<S: Scalar> StateSpaceModel<S> for Rw {
+    ///     fn state_dim(&self) -> usize { 1 }
+    ///     fn n_observations(&self) -> usize { 2 }
+    ///     fn sample_initial(&self, rng: &mut StreamRng, x: &mut [S]) { x[0] = S::cst(standard_normal(rng)); }
+    ///     fn sample_transition(&self, _t: usize, xp: &[S], rng: &mut StreamRng, x: &mut [S]) {
+    ///         x[0] = xp[0] + standard_normal(rng);
+    ///     }
+    ///     fn observation_log_density(&self, _t: usize, _x: &[S]) -> S { S::zero() }
+    /// }
+    /// let err = StateSpaceModel::<f64>::transition_log_density(&Rw, 1, &[0.0], &[0.0]).unwrap_err();
+    /// assert!(matches!(err, SmcError::Unsupported { what: "transition density", .. }));
+    /// ```
+    fn transition_log_density(&self, t: usize, x_prev: &[S], x: &[S]) -> Result<S> {
+        let _ = (t, x_prev, x);
+        Err(SmcError::Unsupported {
+            what: "transition density",
+            needed_by: "this algorithm",
+        })
+    }
+
+    /// `log p(x_0 = x)`. Default: [`SmcError::Unsupported`].
+    fn initial_log_density(&self, x: &[S]) -> Result<S> {
+        let _ = x;
+        Err(SmcError::Unsupported {
+            what: "initial density",
+            needed_by: "this algorithm",
+        })
+    }
+
+    /// An upper bound `log sup_{x, x'} p(x | x')` of the transition density at step `t`, when
+    /// one is known (it enables O(N) rejection backward sampling). Default `None`.
+    fn transition_log_density_bound(&self, t: usize) -> Option<f64> {
+        let _ = t;
+        None
+    }
 }
 
 /// The bootstrap Feynman–Kac model of a state-space model: propose from the transition,

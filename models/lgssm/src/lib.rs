@@ -485,6 +485,46 @@ impl<S: Scalar> StateSpaceModel<S> for LgssmData<S> {
     fn observation_log_density(&self, t: usize, x: &[S]) -> S {
         self.log_density(t, x)
     }
+    fn has_transition_density(&self) -> bool {
+        true
+    }
+    /// `log N(x; A x_prev, Q)`.
+    fn transition_log_density(&self, _t: usize, x_prev: &[S], x: &[S]) -> Result<S> {
+        let lg = &self.model.lg;
+        let dx = lg.state_dim();
+        let a = lg.a_row_major();
+        let mut r = vec![S::zero(); dx];
+        for i in 0..dx {
+            let ax = a[i * dx..(i + 1) * dx]
+                .iter()
+                .zip(x_prev)
+                .fold(S::zero(), |acc, (&aij, &xj)| acc + aij * xj);
+            r[i] = x[i] - ax;
+        }
+        Ok(gaussian_log_density_chol(lg.chol_q(), dx, &mut r))
+    }
+    /// `log N(x; m0, P0)`.
+    fn initial_log_density(&self, x: &[S]) -> Result<S> {
+        let lg = &self.model.lg;
+        let dx = lg.state_dim();
+        let m0 = lg.m0_slice();
+        let mut r: Vec<S> = (0..dx).map(|i| x[i] - m0[i]).collect();
+        Ok(gaussian_log_density_chol(lg.chol_p0(), dx, &mut r))
+    }
+    /// `log N(0; 0, Q) = -(d ln 2π + ln det Q) / 2`, the density's maximum.
+    fn transition_log_density_bound(&self, _t: usize) -> Option<f64> {
+        let lg = &self.model.lg;
+        let dx = lg.state_dim();
+        let chol: Vec<f64> = lg.chol_q().iter().map(|v| v.re()).collect();
+        Some((log_det_from_cholesky(&chol, dx) + LN_2PI * dx as f64) * -0.5)
+    }
+}
+
+/// `log N(r; 0, L Lᵀ)` with `L` lower triangular row-major (`r` is overwritten by `L⁻¹ r`).
+fn gaussian_log_density_chol<S: Scalar>(chol: &[S], d: usize, r: &mut [S]) -> S {
+    solve_lower(chol, d, r);
+    let quad = r.iter().fold(S::zero(), |acc, &v| acc + v * v);
+    (log_det_from_cholesky(chol, d) + LN_2PI * d as f64) * -0.5 - quad * 0.5
 }
 
 /// So that `Bootstrap(&data)` works without moving the data.
@@ -503,5 +543,61 @@ impl<S: Scalar> StateSpaceModel<S> for &LgssmData<S> {
     }
     fn observation_log_density(&self, t: usize, x: &[S]) -> S {
         (**self).observation_log_density(t, x)
+    }
+    fn has_transition_density(&self) -> bool {
+        true
+    }
+    fn transition_log_density(&self, t: usize, x_prev: &[S], x: &[S]) -> Result<S> {
+        (**self).transition_log_density(t, x_prev, x)
+    }
+    fn initial_log_density(&self, x: &[S]) -> Result<S> {
+        (**self).initial_log_density(x)
+    }
+    fn transition_log_density_bound(&self, t: usize) -> Option<f64> {
+        StateSpaceModel::<S>::transition_log_density_bound(*self, t)
+    }
+}
+
+#[cfg(test)]
+mod density_tests {
+    use super::*;
+
+    /// The transition and initial densities against the closed-form scalar normal density
+    /// (round-off only: tolerance 1e-12), and the bound is the density's maximum.
+    #[test]
+    fn transition_and_initial_densities_match_closed_form() {
+        let data = Lgssm::paper(0.7, 1.0, 1)
+            .unwrap()
+            .with_data(vec![vec![0.1], vec![0.2]])
+            .unwrap();
+        let normal = |x: f64, m: f64, v: f64| {
+            -0.5 * (2.0 * std::f64::consts::PI * v).ln() - (x - m) * (x - m) / (2.0 * v)
+        };
+        let f = StateSpaceModel::<f64>::transition_log_density(&data, 1, &[0.4], &[-0.3]).unwrap();
+        assert!((f - normal(-0.3, 0.7 * 0.4, 1.0)).abs() < 1e-12);
+        let f0 = StateSpaceModel::<f64>::initial_log_density(&data, &[0.9]).unwrap();
+        assert!((f0 - normal(0.9, 0.0, 1.0)).abs() < 1e-12);
+        let b = StateSpaceModel::<f64>::transition_log_density_bound(&data, 1).unwrap();
+        assert!((b - normal(0.0, 0.0, 1.0)).abs() < 1e-12);
+        assert!(StateSpaceModel::<f64>::has_transition_density(&data));
+    }
+
+    /// In two dimensions with a correlated Q: against the explicit 2x2 formula.
+    #[test]
+    fn transition_density_two_dimensions() {
+        let a = DMatrix::from_row_slice(2, 2, &[0.9, 0.1, 0.0, 0.8]);
+        let q = DMatrix::from_row_slice(2, 2, &[1.0, 0.3, 0.3, 0.5]);
+        let h = DMatrix::identity(2, 2);
+        let r = DMatrix::identity(2, 2);
+        let m = Lgssm::new(a, q, h, r, DVector::zeros(2), DMatrix::identity(2, 2)).unwrap();
+        let data = m.with_data(vec![vec![0.0, 0.0]; 2]).unwrap();
+        let (xp, x) = ([0.5, -1.0], [0.2, 0.4]);
+        let mean = [0.9 * 0.5 + 0.1 * -1.0, 0.8 * -1.0];
+        let (r0, r1) = (x[0] - mean[0], x[1] - mean[1]);
+        let det: f64 = 1.0 * 0.5 - 0.3 * 0.3;
+        let quad = (0.5 * r0 * r0 - 2.0 * 0.3 * r0 * r1 + 1.0 * r1 * r1) / det;
+        let exact = -(2.0 * std::f64::consts::PI).ln() - 0.5 * det.ln() - 0.5 * quad;
+        let got = StateSpaceModel::<f64>::transition_log_density(&data, 1, &xp, &x).unwrap();
+        assert!((got - exact).abs() < 1e-12, "{got} vs {exact}");
     }
 }
