@@ -30,6 +30,7 @@
 //! # Ok::<(), diffsmc::SmcError>(())
 //! ```
 
+pub mod bayes;
 pub mod error;
 pub mod grad;
 pub mod kalman;
