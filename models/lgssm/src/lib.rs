@@ -592,7 +592,7 @@ mod density_tests {
         let m = Lgssm::new(a, q, h, r, DVector::zeros(2), DMatrix::identity(2, 2)).unwrap();
         let data = m.with_data(vec![vec![0.0, 0.0]; 2]).unwrap();
         let (xp, x) = ([0.5, -1.0], [0.2, 0.4]);
-        let mean = [0.9 * 0.5 + 0.1 * -1.0, 0.8 * -1.0];
+        let mean = [0.9 * xp[0] + 0.1 * xp[1], 0.8 * xp[1]];
         let (r0, r1) = (x[0] - mean[0], x[1] - mean[1]);
         let det: f64 = 1.0 * 0.5 - 0.3 * 0.3;
         let quad = (0.5 * r0 * r0 - 2.0 * 0.3 * r0 * r1 + 1.0 * r1 * r1) / det;
