@@ -1,6 +1,6 @@
 //! Gradients through the particle filter, against finite differences and the Kalman filter.
 
-use diffsmc::grad::{kalman_value, kalman_value_and_gradient, value, value_and_gradient};
+use diffsmc::grad::{GradOptions, KalmanNll, ParticleFilterNll, gradient, value};
 use diffsmc::{ResamplerSpec, SmcConfig};
 use diffsmc_lgssm::{Lgssm, PaperParams};
 
@@ -24,7 +24,9 @@ fn fd(p: &PaperParams, smc: &SmcConfig, spec: &ResamplerSpec, seed: u64, i: usiz
     let mut tm = THETA;
     tp[i] += h;
     tm[i] -= h;
-    (value(p, &tp, smc, spec, seed).unwrap() - value(p, &tm, smc, spec, seed).unwrap()) / (2.0 * h)
+    (value(&ParticleFilterNll::new(p, smc, spec, seed), &tp).unwrap()
+        - value(&ParticleFilterNll::new(p, smc, spec, seed), &tm).unwrap())
+        / (2.0 * h)
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -41,7 +43,12 @@ fn diffusion_gradient_matches_finite_differences_of_the_seeded_estimator() {
     let smc = SmcConfig::new(32).unwrap();
     let spec = diffusion();
     for seed in [1, 2] {
-        let (_, g) = value_and_gradient(&p, &THETA, &smc, &spec, seed).unwrap();
+        let (_, g) = gradient(
+            &ParticleFilterNll::new(&p, &smc, &spec, seed),
+            &THETA,
+            &GradOptions::default(),
+        )
+        .unwrap();
         for i in 0..2 {
             let f = fd(&p, &smc, &spec, seed, i, 1e-5);
             let rel = (f - g[i]).abs() / f.abs().max(1.0);
@@ -69,7 +76,12 @@ fn index_resampler_gradient_ignores_the_resampling() {
             (ResamplerSpec::Systematic, &mut err_sys),
             (diffusion(), &mut err_dif),
         ] {
-            let (_, g) = value_and_gradient(&p, &THETA, &smc, &spec, seed).unwrap();
+            let (_, g) = gradient(
+                &ParticleFilterNll::new(&p, &smc, &spec, seed),
+                &THETA,
+                &GradOptions::default(),
+            )
+            .unwrap();
             let f = fd(&p, &smc, &spec, seed, 0, 1e-2);
             errs.push((f - g[0]).abs());
         }
@@ -84,14 +96,19 @@ fn index_resampler_gradient_ignores_the_resampling() {
 #[test]
 fn pf_gradient_approaches_kalman_gradient() {
     let p = data(50, 5);
-    let (_, gk) = kalman_value_and_gradient(&p, &THETA).unwrap();
+    let (_, gk) = gradient(&KalmanNll(&p), &THETA, &GradOptions::default()).unwrap();
     let spec = diffusion();
     let mut errs = Vec::new();
     for n in [32, 256] {
         let smc = SmcConfig::new(n).unwrap();
         let e: Vec<f64> = (1..=4)
             .map(|seed| {
-                let (_, g) = value_and_gradient(&p, &THETA, &smc, &spec, seed).unwrap();
+                let (_, g) = gradient(
+                    &ParticleFilterNll::new(&p, &smc, &spec, seed),
+                    &THETA,
+                    &GradOptions::default(),
+                )
+                .unwrap();
                 ((g[0] - gk[0]).powi(2) + (g[1] - gk[1]).powi(2)).sqrt()
             })
             .collect();
@@ -109,7 +126,10 @@ fn lbfgs_on_kalman_nll_recovers_the_grid_mle() {
     let p = data(129, 3);
     let res = diffsmc_optim::Lbfgs::new()
         .minimize(
-            |th: &[f64]| kalman_value_and_gradient(&p, th).unwrap_or((f64::NAN, vec![f64::NAN; 2])),
+            |th: &[f64]| {
+                gradient(&KalmanNll(&p), th, &GradOptions::default())
+                    .unwrap_or((f64::NAN, vec![f64::NAN; 2]))
+            },
             &[1.5, 2.0],
         )
         .unwrap();
@@ -118,7 +138,7 @@ fn lbfgs_on_kalman_nll_recovers_the_grid_mle() {
     for i in 0..=100 {
         for j in 0..=100 {
             let th = [i as f64 * 0.01, 0.5 + j as f64 * 0.01];
-            let v = kalman_value(&p, &th).unwrap();
+            let v = value(&KalmanNll(&p), &th).unwrap();
             if v < best.0 {
                 best = (v, th[0], th[1]);
             }
@@ -128,7 +148,7 @@ fn lbfgs_on_kalman_nll_recovers_the_grid_mle() {
     for i in -10..=10 {
         for j in -10..=10 {
             let th = [c1 + i as f64 * 1e-3, c2 + j as f64 * 1e-3];
-            let v = kalman_value(&p, &th).unwrap();
+            let v = value(&KalmanNll(&p), &th).unwrap();
             if v < best.0 {
                 best = (v, th[0], th[1]);
             }

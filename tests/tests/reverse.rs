@@ -2,7 +2,7 @@
 //! seeded estimator, so they must agree up to rounding (1e-9 relative), for every resampler
 //! and trigger, and the reverse gradient must not depend on the number of threads.
 
-use diffsmc::grad::{GradMode, GradOptions, value, value_and_gradient_with};
+use diffsmc::grad::{GradMode, GradOptions, ParticleFilterNll, gradient, value};
 use diffsmc::{ResamplerSpec, SmcConfig, Trigger};
 use diffsmc_lgssm::{Lgssm, PaperParams};
 
@@ -24,8 +24,8 @@ fn both(
     let fwd = GradOptions::default().with_mode(GradMode::Forward);
     let rev = GradOptions::default().with_mode(GradMode::Reverse);
     (
-        value_and_gradient_with(p, &THETA, smc, spec, seed, fwd).unwrap(),
-        value_and_gradient_with(p, &THETA, smc, spec, seed, rev).unwrap(),
+        gradient(&ParticleFilterNll::new(p, smc, spec, seed), &THETA, &fwd).unwrap(),
+        gradient(&ParticleFilterNll::new(p, smc, spec, seed), &THETA, &rev).unwrap(),
     )
 }
 
@@ -61,7 +61,7 @@ fn reverse_matches_forward_on_the_lgssm_for_every_resampler() {
             for s in SPECS {
                 let spec: ResamplerSpec = s.parse().unwrap();
                 let ((vf, gf), (vr, gr)) = both(&p, &smc, &spec, 7);
-                let v64 = value(&p, &THETA, &smc, &spec, 7).unwrap();
+                let v64 = value(&ParticleFilterNll::new(&p, &smc, &spec, 7), &THETA).unwrap();
                 assert_eq!(vr, v64, "{s}: the reverse value is the f64 run's");
                 assert!(
                     (vf - vr).abs() < 1e-9 * vr.abs(),
@@ -90,7 +90,9 @@ fn reverse_gradient_does_not_depend_on_the_thread_count() {
             .num_threads(threads)
             .build()
             .unwrap()
-            .install(|| value_and_gradient_with(&p, &THETA, &smc, &spec, 9, rev).unwrap())
+            .install(|| {
+                gradient(&ParticleFilterNll::new(&p, &smc, &spec, 9), &THETA, &rev).unwrap()
+            })
     };
     let (v1, g1) = run(1);
     let (v3, g3) = run(3);
@@ -107,9 +109,13 @@ fn auto_mode_uses_forward_mode_for_few_parameters() {
     let p = data(1, 10, 1);
     let smc = SmcConfig::new(16).unwrap();
     let spec = ResamplerSpec::Systematic;
-    let auto = value_and_gradient_with(&p, &THETA, &smc, &spec, 2, GradOptions::default());
+    let auto = gradient(
+        &ParticleFilterNll::new(&p, &smc, &spec, 2),
+        &THETA,
+        &GradOptions::default(),
+    );
     let fwd = GradOptions::default().with_mode(GradMode::Forward);
-    let fwd = value_and_gradient_with(&p, &THETA, &smc, &spec, 2, fwd);
+    let fwd = gradient(&ParticleFilterNll::new(&p, &smc, &spec, 2), &THETA, &fwd);
     assert_eq!(auto.unwrap(), fwd.unwrap());
 }
 
@@ -120,8 +126,13 @@ fn reverse_mode_rejects_bad_theta() {
     let smc = SmcConfig::new(16).unwrap();
     let rev = GradOptions::default().with_mode(GradMode::Reverse);
     let spec = ResamplerSpec::Systematic;
-    let e = value_and_gradient_with(&p, &[0.5], &smc, &spec, 1, rev).unwrap_err();
+    let e = gradient(&ParticleFilterNll::new(&p, &smc, &spec, 1), &[0.5], &rev).unwrap_err();
     assert!(e.to_string().contains("parameter"), "{e}");
-    let e = value_and_gradient_with(&p, &[0.5, f64::NAN], &smc, &spec, 1, rev).unwrap_err();
+    let e = gradient(
+        &ParticleFilterNll::new(&p, &smc, &spec, 1),
+        &[0.5, f64::NAN],
+        &rev,
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("parameter"), "{e}");
 }

@@ -13,7 +13,7 @@
 //!   from a flat θ slice of any scalar, allocation-free given a scratch buffer.
 //!
 //! The flat view is what a [`diffsmc::grad::Parametric`] model needs: it receives θ as a slice
-//! of dual numbers (each chunk of `value_and_gradient` seeds a few of them) and evaluates the
+//! of dual numbers (each forward-mode chunk of `diffsmc::grad::gradient` seeds a few of them) and evaluates the
 //! network from it per particle and per step.
 //!
 //! ```

@@ -113,7 +113,7 @@ fn deep_residual_forward_matches_reference() {
 }
 
 /// Forward-mode derivatives of `Σ_k c_k out_k` w.r.t. every parameter (in chunks of 8 lanes,
-/// as `value_and_gradient` does) and every input, against central finite differences with
+/// as forward-mode `gradient` does) and every input, against central finite differences with
 /// h = 1e-6. The network is smooth, so the difference is the O(h²) truncation (~1e-12 for
 /// these O(1) curvatures) plus round-off ~1e-16/h ≈ 1e-10: tolerance 1e-7 absolute.
 #[test]

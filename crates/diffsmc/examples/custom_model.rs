@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use diffsmc::grad::{Parametric, value, value_and_gradient};
+use diffsmc::grad::{GradOptions, Parametric, ParticleFilterNll, gradient, value};
 use diffsmc::prelude::*;
 use diffsmc::rng::Purpose;
 use diffsmc_optim::Lbfgs;
@@ -199,7 +199,11 @@ pub fn run(o: &Options) -> std::result::Result<Summary, Box<dyn std::error::Erro
     // Fit by L-BFGS on the seeded (common random numbers), differentiable NLL.
     let theta0 = unconstrained(0.0, 0.5, 0.5);
     let seed = o.seed;
-    let objective = |theta: &[f64]| match value_and_gradient(&family, theta, &smc, &spec, seed) {
+    let objective = |theta: &[f64]| match gradient(
+        &ParticleFilterNll::new(&family, &smc, &spec, seed),
+        theta,
+        &GradOptions::default(),
+    ) {
         Ok(vg) => vg,
         Err(_) => (f64::NAN, vec![f64::NAN; theta.len()]),
     };
@@ -209,8 +213,11 @@ pub fn run(o: &Options) -> std::result::Result<Summary, Box<dyn std::error::Erro
         .with_gradient_tolerance(1e-4)?
         .minimize(objective, &theta0)?;
     let seconds = started.elapsed().as_secs_f64();
-    let nll_truth = value(&family, &theta_true, &smc, &spec, seed)?;
-    let nll_start = value(&family, &theta0, &smc, &spec, seed)?;
+    let nll_truth = value(
+        &ParticleFilterNll::new(&family, &smc, &spec, seed),
+        &theta_true,
+    )?;
+    let nll_start = value(&ParticleFilterNll::new(&family, &smc, &spec, seed), &theta0)?;
     let estimate = natural(&fit.theta);
     let summary = Summary {
         truth,

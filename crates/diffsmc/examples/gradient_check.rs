@@ -5,7 +5,7 @@
 //!
 //! `cargo run --release -p diffsmc --example gradient_check`
 
-use diffsmc::grad::{Parametric, kalman_value_and_gradient};
+use diffsmc::grad::{GradOptions, KalmanNll, Parametric, ParticleFilterNll, gradient};
 use diffsmc::prelude::*;
 use diffsmc::testing::{GradientReport, check_gradient};
 use diffsmc_lgssm::{Lgssm, PaperParams};
@@ -49,19 +49,23 @@ pub fn run(steps: usize, n: usize) -> std::result::Result<Reports, Box<dyn std::
     // 1. A differentiable resampler: the seeded estimator is smooth in θ.
     let smc = SmcConfig::new(n)?;
     let spec: ResamplerSpec = "diffusion:K=4".parse()?;
-    let diffusion = check_gradient(&family, &theta, &smc, &spec, 11, h)?;
+    let diffusion = check_gradient(&ParticleFilterNll::new(&family, &smc, &spec, 11), &theta, h)?;
     println!("== correct model, {spec}, N = {n}, {steps} observations");
     println!("{diffusion}");
 
     // 2. The model's own derivatives, without resampling (any resampler; it never runs).
     let never = smc.clone().with_trigger(Trigger::Never)?;
-    let no_resampling = check_gradient(&family, &theta, &never, &ResamplerSpec::Systematic, 11, h)?;
+    let no_resampling = check_gradient(
+        &ParticleFilterNll::new(&family, &never, &ResamplerSpec::Systematic, 11),
+        &theta,
+        h,
+    )?;
     println!("== correct model, no resampling");
     println!("{no_resampling}");
 
     // The check is about derivatives of the estimator, not about how close the estimator's
     // gradient is to the exact one: the Kalman filter gives the latter.
-    let (nll, g) = kalman_value_and_gradient(&family, &theta)?;
+    let (nll, g) = gradient(&KalmanNll(&family), &theta, &GradOptions::default())?;
     println!(
         "exact (Kalman): −log p = {nll:.6}, gradient [{:.6}, {:.6}]; particle filter above: \
          −log p̂ = {:.6}, gradient [{:.6}, {:.6}]",
@@ -70,7 +74,11 @@ pub fn run(steps: usize, n: usize) -> std::result::Result<Reports, Box<dyn std::
     println!();
 
     // 3. The broken model: values agree, θ[0]'s derivative is twice what it should be.
-    let broken = check_gradient(&DoubledDerivative(family), &theta, &smc, &spec, 11, h)?;
+    let broken = check_gradient(
+        &ParticleFilterNll::new(&DoubledDerivative(family), &smc, &spec, 11),
+        &theta,
+        h,
+    )?;
     println!("== broken model (θ[0]'s derivative doubled), {spec}");
     println!("{broken}");
     Ok(Reports {

@@ -159,7 +159,8 @@ pub struct Smc {
     config: SmcConfig,
 }
 
-/// Fills `x` (one particle at a time) and `lw` from `f(i, x_i) -> log-weight increment`.
+/// Fills `x` (one particle at a time) and `lw` from `f(i, x_i) -> log-weight increment`, in
+/// fixed chunks of 256 particles ([`crate::par`]).
 fn for_each_particle<S: Scalar>(
     d: usize,
     x: &mut [S],
@@ -167,37 +168,20 @@ fn for_each_particle<S: Scalar>(
     parallel: bool,
     f: impl Fn(usize, &mut [S]) -> S + Sync + Send,
 ) {
+    const CHUNK: usize = 256;
     let d1 = d.max(1);
-    #[cfg(feature = "rayon")]
-    if parallel && !crate::scalar::records_on_tape::<S>() {
-        use rayon::prelude::*;
-        const CHUNK: usize = 256;
-        x.par_chunks_mut(CHUNK * d1)
-            .zip(lw.par_chunks_mut(CHUNK))
-            .enumerate()
-            .for_each(|(c, (xc, lc))| {
-                for (j, (xi, l)) in xc.chunks_exact_mut(d1).zip(lc.iter_mut()).enumerate() {
-                    *l += f(c * CHUNK + j, &mut xi[..d]);
-                }
-            });
-        return;
-    }
-    let _ = parallel;
-    for (i, (xi, l)) in x.chunks_exact_mut(d1).zip(lw.iter_mut()).enumerate() {
-        *l += f(i, &mut xi[..d]);
-    }
-}
-
-/// `f(0), …, f(chunks − 1)` in order, on rayon threads when there are several chunks. The
-/// chunking is the caller's and fixed, and the results come back in chunk order, so anything
-/// reduced from them in order does not depend on the number of threads.
-pub(crate) fn map_chunks<T: Send>(chunks: usize, f: impl Fn(usize) -> T + Sync + Send) -> Vec<T> {
-    #[cfg(feature = "rayon")]
-    if chunks > 1 {
-        use rayon::prelude::*;
-        return (0..chunks).into_par_iter().map(f).collect();
-    }
-    (0..chunks).map(f).collect()
+    crate::par::for_each_chunk_pair_mut::<S, _, _>(
+        x,
+        CHUNK * d1,
+        lw,
+        CHUNK,
+        parallel,
+        |c, xc, lc| {
+            for (j, (xi, l)) in xc.chunks_exact_mut(d1).zip(lc.iter_mut()).enumerate() {
+                *l += f(c * CHUNK + j, &mut xi[..d]);
+            }
+        },
+    );
 }
 
 /// `log Σ exp(lw)` and the ESS `(Σ w)² / Σ w²` (value part) from one pass of exponentials.
@@ -241,7 +225,7 @@ fn log_sum_exp_and_ess<S: Scalar>(lw: &[S]) -> (S, f64) {
 }
 
 /// The value parts of one run's states, for the checkpointed reverse pass
-/// ([`crate::reverse`]): per step `t`, the normalised particles and log-weights after weighting,
+/// ([`crate::grad`]): per step `t`, the normalised particles and log-weights after weighting,
 /// and (when the particles were resampled before the move to `t`) the resampler's output.
 #[derive(Debug, Default)]
 pub(crate) struct Trace {

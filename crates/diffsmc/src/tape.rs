@@ -209,6 +209,19 @@ impl fmt::Display for Rev {
 }
 
 /// The constant zero.
+impl crate::Scalar for Rev {
+    const LANES: Option<usize> = None;
+    const ON_TAPE: bool = true;
+    #[inline]
+    fn to_lanes(&self, _eps: &mut [f64]) -> f64 {
+        self.value()
+    }
+    #[inline]
+    fn from_lanes(re: f64, _eps: &[f64]) -> Self {
+        Rev::constant(re)
+    }
+}
+
 impl Default for Rev {
     #[inline]
     fn default() -> Self {

@@ -22,13 +22,13 @@ fn check_rows(ys: &[Vec<f64>], dy: usize) -> Result<()> {
 /// `m0 = 0`, `P0 = I` in dimension `d`, with fixed observations.
 ///
 /// ```
-/// use diffsmc::grad::{kalman_value_and_gradient, value_and_gradient};
+/// use diffsmc::grad::{GradOptions, KalmanNll, ParticleFilterNll, gradient};
 /// use diffsmc::{ResamplerSpec, SmcConfig};
 /// use diffsmc_lgssm::{Lgssm, PaperParams};
 /// let (_, ys) = Lgssm::paper(0.5, 1.0, 1)?.simulate(50, 3);
 /// let p = PaperParams::new(1, ys)?;
-/// let (nll, g) = kalman_value_and_gradient(&p, &[0.5, 1.0])?;
-/// let (nll_pf, g_pf) = value_and_gradient(&p, &[0.5, 1.0], &SmcConfig::new(64)?, &ResamplerSpec::Systematic, 1)?;
+/// let (nll, g) = gradient(&KalmanNll(&p), &[0.5, 1.0], &GradOptions::default())?;
+/// let (nll_pf, g_pf) = gradient(&ParticleFilterNll::new(&p, &SmcConfig::new(64)?, &ResamplerSpec::Systematic, 1), &[0.5, 1.0], &GradOptions::default())?;
 /// assert!((nll - nll_pf).abs() < 5.0 && g.len() == 2 && g_pf.len() == 2);
 /// # Ok::<(), diffsmc::SmcError>(())
 /// ```
@@ -88,14 +88,14 @@ impl LinearGaussianParametric for PaperParams {
 /// `P0` fixed. `n_params = dx² + dy·dx + dx + dy`.
 ///
 /// ```
-/// use diffsmc::grad::kalman_value_and_gradient;
+/// use diffsmc::grad::{GradOptions, KalmanNll, gradient};
 /// use diffsmc_lgssm::GeneralParams;
 /// use nalgebra::{DMatrix, DVector};
 /// let ys = vec![vec![0.1, 0.2], vec![-0.3, 0.4], vec![0.5, f64::NAN]];
 /// let p = GeneralParams::new(1, 2, DVector::zeros(1), DMatrix::identity(1, 1), ys)?;
 /// assert_eq!(p.n_params(), 1 + 2 + 1 + 2);
 /// let theta = [0.5, 1.0, 0.7, 0.0, (0.5f64).ln(), (0.5f64).ln()];
-/// let (nll, g) = kalman_value_and_gradient(&p, &theta)?;
+/// let (nll, g) = gradient(&KalmanNll(&p), &theta, &GradOptions::default())?;
 /// assert!(nll.is_finite() && g.iter().all(|v| v.is_finite()));
 /// # Ok::<(), diffsmc::SmcError>(())
 /// ```

@@ -189,7 +189,12 @@ fn independent_copies_in_dimension_three() {
 fn kalman_value_and_gradient_through_paper_params() {
     let ys = observations();
     let p = diffsmc_lgssm::PaperParams::new(1, ys).unwrap();
-    let (nll, g) = diffsmc::grad::kalman_value_and_gradient(&p, &[0.5, 1.0]).unwrap();
+    let (nll, g) = diffsmc::grad::gradient(
+        &diffsmc::grad::KalmanNll(&p),
+        &[0.5, 1.0],
+        &diffsmc::grad::GradOptions::default(),
+    )
+    .unwrap();
     assert!((nll - 217.22363244884755).abs() < 1e-10);
     assert!((g[0] - 7.611408638251144).abs() < 1e-9);
     assert!((g[1] + 4.150701400884636).abs() < 1e-9);
@@ -199,8 +204,8 @@ fn kalman_value_and_gradient_through_paper_params() {
         let mut tm = tp;
         tp[i] += h;
         tm[i] -= h;
-        let fd = (diffsmc::grad::kalman_value(&p, &tp).unwrap()
-            - diffsmc::grad::kalman_value(&p, &tm).unwrap())
+        let fd = (diffsmc::grad::value(&diffsmc::grad::KalmanNll(&p), &tp).unwrap()
+            - diffsmc::grad::value(&diffsmc::grad::KalmanNll(&p), &tm).unwrap())
             / (2.0 * h);
         assert!((fd - g[i]).abs() < 1e-6, "param {i}: fd {fd} vs {}", g[i]);
     }

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use diffsmc::grad::{ChunkSize, GradMode, GradOptions, value, value_and_gradient_with};
+use diffsmc::grad::{ChunkSize, GradMode, GradOptions, ParticleFilterNll, gradient, value};
 use diffsmc::prelude::*;
 use diffsmc_lotka_volterra::{KnownLv, LvParams, NeuralLv, SimConfig, simulate};
 
@@ -37,14 +37,19 @@ fn main() -> Result<()> {
 
     let known = KnownLv::new(sim.observations.clone());
     let (min, med, v) = time(reps * 4, || {
-        value(&known, &KnownLv::theta(&LvParams::paper()), &smc, &spec, 3)
+        value(
+            &ParticleFilterNll::new(&known, &smc, &spec, 3),
+            &KnownLv::theta(&LvParams::paper()),
+        )
     });
     println!(
         "target loss (known dynamics, f64, N=64): {:.4} | min {:.5} s median {:.5} s",
         v?, min, med
     );
 
-    let (min, med, v) = time(reps * 4, || value(&fam, &theta, &smc, &spec, 3));
+    let (min, med, v) = time(reps * 4, || {
+        value(&ParticleFilterNll::new(&fam, &smc, &spec, 3), &theta)
+    });
     println!(
         "neural loss (f64, N=64, 256 steps): {:.4} | min {:.5} s median {:.5} s",
         v?, min, med
@@ -52,13 +57,10 @@ fn main() -> Result<()> {
 
     for (name, chunk) in [("Eight", ChunkSize::Eight), ("Sixteen", ChunkSize::Sixteen)] {
         let (min, med, v) = time(reps, || {
-            value_and_gradient_with(
-                &fam,
+            gradient(
+                &ParticleFilterNll::new(&fam, &smc, &spec, 3),
                 &theta,
-                &smc,
-                &spec,
-                3,
-                GradOptions::default()
+                &GradOptions::default()
                     .with_chunk(chunk)
                     .with_mode(GradMode::Forward),
             )

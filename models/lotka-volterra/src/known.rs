@@ -108,7 +108,7 @@ impl<S: Scalar> StateSpaceModel<S> for LvModel<S> {
 /// gradients of the filter's log-likelihood w.r.t. the SDE parameters.
 ///
 /// ```
-/// use diffsmc::grad::{value_and_gradient, Parametric};
+/// use diffsmc::grad::{GradOptions, Parametric, ParticleFilterNll, gradient};
 /// use diffsmc::prelude::*;
 /// use diffsmc_lotka_volterra::{KnownLv, LvParams, SimConfig, simulate};
 ///
@@ -116,7 +116,7 @@ impl<S: Scalar> StateSpaceModel<S> for LvModel<S> {
 /// let fam = KnownLv::new(sim.observations.truncated(32)?);
 /// let theta = KnownLv::theta(&LvParams::paper());
 /// let (nll, grad) =
-///     value_and_gradient(&fam, &theta, &SmcConfig::new(32)?, &ResamplerSpec::Systematic, 0)?;
+///     gradient(&ParticleFilterNll::new(&fam, &SmcConfig::new(32)?, &ResamplerSpec::Systematic, 0), &theta, &GradOptions::default())?;
 /// assert!(nll.is_finite() && grad.len() == 5);
 /// # Ok::<(), diffsmc::SmcError>(())
 /// ```

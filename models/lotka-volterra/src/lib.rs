@@ -24,7 +24,7 @@
 //!   predictions and [`prediction_rmse`] for the metric.
 //!
 //! ```
-//! use diffsmc::grad::{value_and_gradient_with, ChunkSize, GradOptions};
+//! use diffsmc::grad::{ChunkSize, GradOptions, ParticleFilterNll, gradient};
 //! use diffsmc::prelude::*;
 //! use diffsmc_lotka_volterra::{prediction_rmse, LvParams, NeuralLv, SimConfig, simulate};
 //!
@@ -32,14 +32,10 @@
 //! let short = sim.truncated(16)?;
 //! let fam = NeuralLv::new(short.observations.clone(), 0)?;
 //! let theta = fam.initial_theta();
-//! let (loss, grad) = value_and_gradient_with(
-//!     &fam,
-//!     &theta,
-//!     &SmcConfig::new(8)?,
-//!     &ResamplerSpec::Systematic,
-//!     1,
-//!     GradOptions::default().with_chunk(ChunkSize::Sixteen),
-//! )?;
+//! let smc = SmcConfig::new(8)?;
+//! let nll = ParticleFilterNll::new(&fam, &smc, &ResamplerSpec::Systematic, 1);
+//! let options = GradOptions::default().with_chunk(ChunkSize::Sixteen);
+//! let (loss, grad) = gradient(&nll, &theta, &options)?;
 //! assert!(loss.is_finite() && grad.len() == 226);
 //! let paths = fam.simulate_learnt(&theta, 5, 2)?;
 //! let rmse = prediction_rmse(&paths, &short.states)?;

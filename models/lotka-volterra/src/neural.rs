@@ -38,7 +38,7 @@ thread_local! {
 /// from that flat slice, allocation-free.
 ///
 /// ```
-/// use diffsmc::grad::{value, Parametric};
+/// use diffsmc::grad::{Parametric, ParticleFilterNll, value};
 /// use diffsmc::prelude::*;
 /// use diffsmc_lotka_volterra::{LvParams, NeuralLv, SimConfig, simulate};
 ///
@@ -46,7 +46,8 @@ thread_local! {
 /// let fam = NeuralLv::new(sim.observations.truncated(64)?, 7)?;
 /// let theta = fam.initial_theta();
 /// assert_eq!(fam.n_params(), 226);
-/// let loss = value(&fam, &theta, &SmcConfig::new(16)?, &ResamplerSpec::Systematic, 0)?;
+/// let smc = SmcConfig::new(16)?;
+/// let loss = value(&ParticleFilterNll::new(&fam, &smc, &ResamplerSpec::Systematic, 0), &theta)?;
 /// assert!(loss.is_finite());
 /// // Predictions from the (untrained) model.
 /// let paths = fam.simulate_learnt(&theta, 10, 0)?;

@@ -3,8 +3,7 @@
 //! gradients against finite differences, and a short training run.
 
 use diffsmc::grad::{
-    ChunkSize, GradMode, GradOptions, Parametric, value, value_and_gradient,
-    value_and_gradient_with,
+    ChunkSize, GradMode, GradOptions, Parametric, ParticleFilterNll, gradient, value,
 };
 use diffsmc::prelude::*;
 use diffsmc::rng::Purpose;
@@ -345,8 +344,8 @@ fn gradients_match_finite_differences() {
             forward.with_chunk(ChunkSize::Sixteen),
             GradOptions::default().with_mode(GradMode::Reverse),
         ] {
-            let (v, g) = value_and_gradient_with(p, theta, smc, &spec, 5, opts).unwrap();
-            let v64 = value(p, theta, smc, &spec, 5).unwrap();
+            let (v, g) = gradient(&ParticleFilterNll::new(p, smc, &spec, 5), theta, &opts).unwrap();
+            let v64 = value(&ParticleFilterNll::new(p, smc, &spec, 5), theta).unwrap();
             assert!((v - v64).abs() < 1e-10 * v64.abs());
             grads.push(g);
         }
@@ -365,8 +364,8 @@ fn gradients_match_finite_differences() {
             let (mut tp, mut tm) = (theta.to_vec(), theta.to_vec());
             tp[i] += h;
             tm[i] -= h;
-            let fd = (value(p, &tp, smc, &spec, 5).unwrap()
-                - value(p, &tm, smc, &spec, 5).unwrap())
+            let fd = (value(&ParticleFilterNll::new(p, smc, &spec, 5), &tp).unwrap()
+                - value(&ParticleFilterNll::new(p, smc, &spec, 5), &tm).unwrap())
                 / (2.0 * h);
             let g = grads[0][i];
             assert!(
@@ -379,7 +378,12 @@ fn gradients_match_finite_differences() {
     let idx: Vec<usize> = (0..12).map(|k| k * 225 / 11).collect();
     fd_check(&neural, &thn, &smc, &idx);
     // With resampling the gradient exists and is finite.
-    let (_, g) = value_and_gradient(&neural, &thn, &SmcConfig::new(16).unwrap(), &spec, 5).unwrap();
+    let (_, g) = gradient(
+        &ParticleFilterNll::new(&neural, &SmcConfig::new(16).unwrap(), &spec, 5),
+        &thn,
+        &GradOptions::default(),
+    )
+    .unwrap();
     assert!(g.iter().all(|v| v.is_finite()) && g.iter().any(|v| *v != 0.0));
 }
 
@@ -403,11 +407,8 @@ fn short_training_lowers_the_loss() {
     let spec = ResamplerSpec::Systematic;
     let seed = 21;
     let target = value(
-        &KnownLv::new(sim.observations.clone()),
+        &ParticleFilterNll::new(&KnownLv::new(sim.observations.clone()), &smc, &spec, seed),
         &KnownLv::theta(&LvParams::paper()),
-        &smc,
-        &spec,
-        seed,
     )
     .unwrap();
     let theta0 = fam.initial_theta();
@@ -417,13 +418,10 @@ fn short_training_lowers_the_loss() {
     let (mut m, mut v) = (vec![0.0; theta.len()], vec![0.0; theta.len()]);
     let mut losses = Vec::new();
     for it in 1..=20 {
-        let (loss, g) = value_and_gradient_with(
-            &fam,
+        let (loss, g) = gradient(
+            &ParticleFilterNll::new(&fam, &smc, &spec, seed),
             &theta,
-            &smc,
-            &spec,
-            seed,
-            GradOptions::default().with_chunk(ChunkSize::Sixteen),
+            &GradOptions::default().with_chunk(ChunkSize::Sixteen),
         )
         .unwrap();
         losses.push(loss);
@@ -445,8 +443,12 @@ fn short_training_lowers_the_loss() {
     // Held-out seeds, paired.
     let d: Vec<f64> = (0..12)
         .map(|s| {
-            let a = value(&fam, &theta0, &smc, &spec, 1000 + s).unwrap();
-            let b = value(&fam, &theta, &smc, &spec, 1000 + s).unwrap();
+            let a = value(
+                &ParticleFilterNll::new(&fam, &smc, &spec, 1000 + s),
+                &theta0,
+            )
+            .unwrap();
+            let b = value(&ParticleFilterNll::new(&fam, &smc, &spec, 1000 + s), &theta).unwrap();
             a - b
         })
         .collect();
@@ -509,8 +511,18 @@ fn reverse_gradient_matches_forward_on_the_neural_model() {
         "soft:alpha=0.9",
     ] {
         let spec: ResamplerSpec = s.parse().unwrap();
-        let (vf, gf) = value_and_gradient_with(&fam, &theta, &smc, &spec, 3, forward).unwrap();
-        let (vr, gr) = value_and_gradient_with(&fam, &theta, &smc, &spec, 3, reverse).unwrap();
+        let (vf, gf) = gradient(
+            &ParticleFilterNll::new(&fam, &smc, &spec, 3),
+            &theta,
+            &forward,
+        )
+        .unwrap();
+        let (vr, gr) = gradient(
+            &ParticleFilterNll::new(&fam, &smc, &spec, 3),
+            &theta,
+            &reverse,
+        )
+        .unwrap();
         assert!((vf - vr).abs() < 1e-9 * vr.abs(), "{s}: {vf} vs {vr}");
         // Relative to the largest component (many are tiny after 6 steps).
         let scale = gf.iter().fold(0.0_f64, |m, g| m.max(g.abs()));

@@ -11,7 +11,7 @@
 
 use std::time::Instant;
 
-use diffsmc::grad::{ChunkSize, DualObjective, gradient_of};
+use diffsmc::grad::{ChunkSize, Differentiable, GradMode, GradOptions, gradient};
 use diffsmc::prelude::*;
 use diffsmc::rng::Purpose;
 use diffsmc_optim::Lbfgs;
@@ -257,7 +257,7 @@ struct EulerOu<'a> {
     m: usize,
 }
 
-impl DualObjective for EulerOu<'_> {
+impl Differentiable for EulerOu<'_> {
     fn n_params(&self) -> usize {
         3
     }
@@ -267,9 +267,16 @@ impl DualObjective for EulerOu<'_> {
     }
 }
 
-fn lbfgs<O: DualObjective>(o: &O, phi0: &[f64]) -> (Vec<f64>, bool, usize) {
+fn lbfgs<O: Differentiable>(o: &O, phi0: &[f64]) -> (Vec<f64>, bool, usize) {
     let f = |phi: &[f64]| {
-        gradient_of(o, phi, ChunkSize::Auto).unwrap_or((f64::NAN, vec![f64::NAN; phi.len()]))
+        gradient(
+            o,
+            phi,
+            &GradOptions::default()
+                .with_mode(GradMode::Forward)
+                .with_chunk(ChunkSize::Auto),
+        )
+        .unwrap_or((f64::NAN, vec![f64::NAN; phi.len()]))
     };
     let r = Lbfgs::new()
         .with_max_iterations(200)
@@ -393,7 +400,7 @@ fn fit_dw() {
         let (hat, conv, it) = lbfgs(&o, &[0.5, 0.5, 0.5f64.ln()]);
         let secs = t0.elapsed().as_secs_f64();
         let se = standard_errors(&o, &hat, 1e-4).unwrap();
-        let nll = o.value(&hat).unwrap();
+        let nll = diffsmc::grad::value(&o, &hat).unwrap();
         let s = hat[2].exp();
         println!(
             "| {m} | {:.3} ± {:.3} | {:.3} ± {:.3} | {:.3} ± {:.3} | {nll:.3} | {it}{} | {secs:.2} |",
@@ -441,10 +448,10 @@ fn timing() {
             t[2]
         };
         let v = median(&|| {
-            o.value(&phi).unwrap();
+            diffsmc::grad::value(&o, &phi).unwrap();
         });
         let g = median(&|| {
-            o.value_and_gradient(&phi).unwrap();
+            diffsmc::grad::gradient(&o, &phi, &diffsmc::grad::GradOptions::default()).unwrap();
         });
         println!("| {n} | {m} | {v:.4} | {g:.4} | {:.1} |", g / v);
     }

@@ -17,8 +17,8 @@
 //!   sampling.
 //! - [`path_log_likelihood`]: the sum over intervals, one seeded run each, in parallel.
 //! - [`PathObjective`]: the negative path log-likelihood as a
-//!   [`diffsmc::grad::DualObjective`] of φ = (…, log σ) ([`Parametrisation`]), so
-//!   [`diffsmc::grad::gradient_of`] differentiates it; [`ExactOuObjective`] is the exact OU
+//!   [`diffsmc::grad::Differentiable`] of φ = (…, log σ) ([`Parametrisation`]), so
+//!   [`diffsmc::grad::gradient`] differentiates it; [`ExactOuObjective`] is the exact OU
 //!   reference.
 //! - [`simulate_euler`], [`Ou::simulate_exact`]: seeded simulators.
 //!
@@ -44,7 +44,7 @@
 //!     seed: 5,
 //!     parametrisation: Parametrisation::LogPositive,
 //! };
-//! let (nll, grad) = objective.value_and_gradient(&[1.5, 0.3, 0.4f64.ln()])?;
+//! let (nll, grad) = diffsmc::grad::gradient(&objective, &[1.5, 0.3, 0.4f64.ln()], &diffsmc::grad::GradOptions::default())?;
 //! let exact = -truth.exact_log_likelihood(&obs)?;
 //! assert!((nll - exact).abs() < 1.0);
 //! assert!(grad.iter().all(|g| g.is_finite()));

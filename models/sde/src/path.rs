@@ -1,11 +1,10 @@
 //! Discretely observed paths: the observations, the path log-likelihood as a sum of bridge
 //! estimates over the intervals, and the objectives the optimisers minimise.
 
-use diffsmc::grad::{BuildResampler, ChunkSize, DualObjective, gradient_of};
+use diffsmc::grad::{BuildResampler, Differentiable, GradOptions, gradient};
 use diffsmc::linalg::{cholesky_named, cholesky_solve};
 use diffsmc::rng::derive_seed;
 use diffsmc::{Resampler, Result, Scalar, Smc, SmcConfig, SmcError, SmcOutput, Trigger};
-use rayon::prelude::*;
 
 use crate::bridge::{Bridge, BridgeProposal, Lookahead};
 use crate::models::{Ou, SdeFamily};
@@ -264,14 +263,12 @@ where
 {
     check_dims(sde, obs)?;
     let smc = Smc::new(settings.smc.clone());
-    Ok((0..obs.n_intervals())
-        .into_par_iter()
-        .map(|k| {
-            let bridge = settings.bridge(sde, obs, k)?;
-            let out = smc.run(&bridge, resampler, interval_seed(seed, k))?;
-            Ok(f(k, out))
-        })
-        .collect())
+    // One chunk per interval; sequential for tape scalars (diffsmc::par's guard).
+    Ok(diffsmc::par::map_chunks::<S, _>(obs.n_intervals(), |k| {
+        let bridge = settings.bridge(sde, obs, k)?;
+        let out = smc.run(&bridge, resampler, interval_seed(seed, k))?;
+        Ok(f(k, out))
+    }))
 }
 
 /// The path log-likelihood estimate and per-interval diagnostics.
@@ -404,9 +401,9 @@ impl Parametrisation {
 }
 
 /// The negative path log-likelihood estimate `−Σ_k log p̂_θ(y_{k+1} | y_k)` of an SDE family
-/// as a [`DualObjective`] of φ (see [`Parametrisation`]): fixed settings, resampler and seed
-/// (common random numbers), so [`gradient_of`] gives the gradient of one function of φ —
-/// smooth without resampling. [`PathObjective::value_and_gradient`] is the shortcut.
+/// as a [`Differentiable`] of φ (see [`Parametrisation`]): fixed settings, resampler and seed
+/// (common random numbers), so [`diffsmc::grad::gradient`] gives the gradient of one function
+/// of φ — smooth without resampling.
 #[derive(Debug, Clone)]
 pub struct PathObjective<'a, F, B: ?Sized> {
     /// The SDE family.
@@ -423,18 +420,7 @@ pub struct PathObjective<'a, F, B: ?Sized> {
     pub parametrisation: Parametrisation,
 }
 
-impl<F: SdeFamily, B: BuildResampler + ?Sized> PathObjective<'_, F, B> {
-    /// The value and gradient (in φ) at `phi`, by forward-mode duals.
-    pub fn value_and_gradient(&self, phi: &[f64]) -> Result<(f64, Vec<f64>)> {
-        gradient_of(self, phi, ChunkSize::Auto)
-    }
-    /// The value alone, on `f64`.
-    pub fn value(&self, phi: &[f64]) -> Result<f64> {
-        self.eval::<f64>(phi)
-    }
-}
-
-impl<F: SdeFamily, B: BuildResampler + ?Sized> DualObjective for PathObjective<'_, F, B> {
+impl<F: SdeFamily, B: BuildResampler + ?Sized> Differentiable for PathObjective<'_, F, B> {
     fn n_params(&self) -> usize {
         self.family.n_params()
     }
@@ -447,7 +433,7 @@ impl<F: SdeFamily, B: BuildResampler + ?Sized> DualObjective for PathObjective<'
 }
 
 /// The exact negative log-likelihood of the [`Ou`] process (θ = (κ, μ, σ) through
-/// [`Parametrisation`]) as a [`DualObjective`]: the reference the bridge estimate is checked
+/// [`Parametrisation`]) as a [`Differentiable`]: the reference the bridge estimate is checked
 /// against, and the exact MLE's objective.
 #[derive(Debug, Clone, Copy)]
 pub struct ExactOuObjective<'a> {
@@ -457,7 +443,7 @@ pub struct ExactOuObjective<'a> {
     pub parametrisation: Parametrisation,
 }
 
-impl DualObjective for ExactOuObjective<'_> {
+impl Differentiable for ExactOuObjective<'_> {
     fn n_params(&self) -> usize {
         3
     }
@@ -474,7 +460,7 @@ impl DualObjective for ExactOuObjective<'_> {
 /// never formed: each diagonal entry is `e_iᵀ H⁻¹ e_i` by Cholesky solves.
 ///
 /// Errors: a Hessian that is not positive definite (not a minimum, or a flat direction).
-pub fn standard_errors<O: DualObjective + ?Sized>(o: &O, phi: &[f64], h: f64) -> Result<Vec<f64>> {
+pub fn standard_errors<O: Differentiable + ?Sized>(o: &O, phi: &[f64], h: f64) -> Result<Vec<f64>> {
     let p = phi.len();
     let mut hess = vec![0.0; p * p];
     for j in 0..p {
@@ -482,8 +468,8 @@ pub fn standard_errors<O: DualObjective + ?Sized>(o: &O, phi: &[f64], h: f64) ->
         let mut b = phi.to_vec();
         a[j] += h;
         b[j] -= h;
-        let (_, ga) = gradient_of(o, &a, ChunkSize::Auto)?;
-        let (_, gb) = gradient_of(o, &b, ChunkSize::Auto)?;
+        let (_, ga) = gradient(o, &a, &GradOptions::default())?;
+        let (_, gb) = gradient(o, &b, &GradOptions::default())?;
         for i in 0..p {
             hess[i * p + j] = (ga[i] - gb[i]) / (2.0 * h);
         }

@@ -2,7 +2,7 @@
 //! transition densities known in closed form), gradients against finite differences, the
 //! fitted θ against the exact MLE, the double-well example, and the error paths.
 
-use diffsmc::grad::{ChunkSize, DualObjective, gradient_of};
+use diffsmc::grad::{ChunkSize, Differentiable, GradMode, GradOptions, gradient};
 use diffsmc::prelude::*;
 use diffsmc_optim::Lbfgs;
 use diffsmc_sde::*;
@@ -288,8 +288,15 @@ impl SdeFamily for SkewedFamily {
 /// gradient must equal a central finite difference of the same seeded estimator: with
 /// h = 1e-5 the O(h²) truncation is ~1e-9 relative and f64 round-off in the difference
 /// ~1e-16·|NLL|/h ≈ 1e-10; tolerance 1e-6 relative (as in the engine's gradient test).
-fn check_gradient<O: DualObjective>(o: &O, phi: &[f64]) {
-    let (v, g) = gradient_of(o, phi, ChunkSize::Auto).unwrap();
+fn check_gradient<O: Differentiable>(o: &O, phi: &[f64]) {
+    let (v, g) = gradient(
+        o,
+        phi,
+        &GradOptions::default()
+            .with_mode(GradMode::Forward)
+            .with_chunk(ChunkSize::Auto),
+    )
+    .unwrap();
     let v64 = o.eval::<f64>(phi).unwrap();
     assert!((v - v64).abs() < 1e-10 * v64.abs().max(1.0), "{v} vs {v64}");
     for i in 0..phi.len() {
@@ -362,7 +369,7 @@ struct EulerOu<'a> {
     m: usize,
 }
 
-impl DualObjective for EulerOu<'_> {
+impl Differentiable for EulerOu<'_> {
     fn n_params(&self) -> usize {
         3
     }
@@ -394,16 +401,30 @@ fn bridge_gradient_converges_to_the_euler_gradient() {
         seed: 1,
         parametrisation: Parametrisation::LogPositive,
     };
-    let (_, g) = o.value_and_gradient(&phi).unwrap();
-    let (_, ge) = gradient_of(&EulerOu { obs: &obs, m: 8 }, &phi, ChunkSize::Auto).unwrap();
+    let (_, g) = diffsmc::grad::gradient(&o, &phi, &diffsmc::grad::GradOptions::default()).unwrap();
+    let (_, ge) = gradient(
+        &EulerOu { obs: &obs, m: 8 },
+        &phi,
+        &GradOptions::default()
+            .with_mode(GradMode::Forward)
+            .with_chunk(ChunkSize::Auto),
+    )
+    .unwrap();
     for i in 0..3 {
         assert!((g[i] - ge[i]).abs() < 0.15, "{g:?} vs {ge:?}");
     }
 }
 
-fn lbfgs_fit<O: DualObjective>(o: &O, phi0: &[f64]) -> (Vec<f64>, bool) {
+fn lbfgs_fit<O: Differentiable>(o: &O, phi0: &[f64]) -> (Vec<f64>, bool) {
     let f = |phi: &[f64]| {
-        gradient_of(o, phi, ChunkSize::Auto).unwrap_or((f64::NAN, vec![f64::NAN; phi.len()]))
+        gradient(
+            o,
+            phi,
+            &GradOptions::default()
+                .with_mode(GradMode::Forward)
+                .with_chunk(ChunkSize::Auto),
+        )
+        .unwrap_or((f64::NAN, vec![f64::NAN; phi.len()]))
     };
     let r = Lbfgs::new()
         .with_max_iterations(100)
@@ -492,7 +513,12 @@ fn double_well_estimate_is_finite_and_stable() {
         seed: 2,
         parametrisation: Parametrisation::LogPositive,
     };
-    let (v, g) = o.value_and_gradient(&[1.0, 1.0, (0.7f64).ln()]).unwrap();
+    let (v, g) = diffsmc::grad::gradient(
+        &o,
+        &[1.0, 1.0, (0.7f64).ln()],
+        &diffsmc::grad::GradOptions::default(),
+    )
+    .unwrap();
     assert!(v.is_finite() && g.iter().all(|x| x.is_finite()));
 }
 
@@ -541,8 +567,12 @@ fn error_paths() {
         seed: 0,
         parametrisation: Parametrisation::Natural,
     };
-    assert!(o.value(&[1.0, 0.0, -0.1]).is_err());
-    assert!(o.value(&[1.0, 0.0, 0.1]).unwrap().is_finite());
+    assert!(diffsmc::grad::value(&o, &[1.0, 0.0, -0.1]).is_err());
+    assert!(
+        diffsmc::grad::value(&o, &[1.0, 0.0, 0.1])
+            .unwrap()
+            .is_finite()
+    );
 }
 
 /// A few seeded values pinned, so accidental changes to the weights or the streams show.

@@ -47,17 +47,13 @@
 //! ```
 
 use crate::linalg::{cholesky_with_tolerance, solve_lower};
-use std::any::{Any, TypeId};
-
-use nalgebra::SVector;
-use num_dual::{Derivative, Dual64, DualSVec64};
 
 use super::{ResampleInfo, Resampler, check_shapes};
 use crate::error::{Result, SmcError};
+use crate::par::map_chunks;
 use crate::particles::Particles;
 use crate::rng::{StreamKey, StreamRng, standard_normal};
-use crate::scalar::{Scalar, log_sum_exp, records_on_tape};
-use crate::smc::map_chunks;
+use crate::scalar::{Scalar, log_sum_exp};
 use crate::tape::{self, AdjointsMut, CustomOp, Rev};
 
 // ---------------------------------------------------------------------------------------------
@@ -469,12 +465,12 @@ impl<S: Scalar> Resampler<S> for DiffusionResampler {
         let d = particles.dim();
         let out_buf = out.as_mut_slice();
         let (lanes, simd) = match self.kernel {
-            KernelChoice::Auto => (lane_count::<S>(), Simd::detect()),
+            KernelChoice::Auto => (S::LANES, Simd::detect()),
             KernelChoice::Generic => (None, Simd::Baseline),
-            KernelChoice::Lanes(simd) => (lane_count::<S>(), simd),
+            KernelChoice::Lanes(simd) => (S::LANES, simd),
         };
         let w = &prep.w;
-        if records_on_tape::<S>() {
+        if S::ON_TAPE {
             resample_on_tape(&prep, &steps, key, simd, out_buf);
             return Ok(ResampleInfo::RESAMPLED);
         }
@@ -485,6 +481,7 @@ impl<S: Scalar> Resampler<S> for DiffusionResampler {
             Some(3) => drive(&LaneKernel::<3>::new(w, simd), &prep, &steps, key, out_buf),
             Some(4) => drive(&LaneKernel::<4>::new(w, simd), &prep, &steps, key, out_buf),
             Some(8) => drive(&LaneKernel::<8>::new(w, simd), &prep, &steps, key, out_buf),
+            Some(16) => drive(&LaneKernel::<16>::new(w, simd), &prep, &steps, key, out_buf),
             _ => drive(&GenericKernel { w }, &prep, &steps, key, out_buf),
         }
         debug_assert_eq!(out_buf.len(), m * d);
@@ -860,20 +857,14 @@ fn drive<S: Scalar, K: ScoreKernel<S>>(
             }
         }
     };
-    #[cfg(feature = "rayon")]
-    {
-        use rayon::prelude::*;
-        let m = out.len() / d;
-        let work = steps.len() * m * kernel.n() * (d + 2) * K::COST;
-        let threads = rayon::current_num_threads();
-        if threads > 1 && work >= PAR_MIN_WORK && m > BLOCK && !records_on_tape::<S>() {
-            // Chunks are whole blocks; the grouping does not change any result.
-            let per = m.div_ceil(4 * threads).div_ceil(BLOCK).max(1) * BLOCK;
-            out.par_chunks_mut(per * d)
-                .enumerate()
-                .for_each(|(c, chunk)| run(c * per, chunk));
-            return;
-        }
+    let m = out.len() / d;
+    let work = steps.len() * m * kernel.n() * (d + 2) * K::COST;
+    let threads = crate::par::threads();
+    if threads > 1 && work >= PAR_MIN_WORK && m > BLOCK && crate::par::may_parallelise::<S>() {
+        // Chunks are whole blocks; the grouping does not change any result.
+        let per = m.div_ceil(4 * threads).div_ceil(BLOCK).max(1) * BLOCK;
+        crate::par::for_each_chunk_mut::<S, _>(out, per * d, true, |c, chunk| run(c * per, chunk));
+        return;
     }
     run(0, out);
 }
@@ -1170,7 +1161,7 @@ impl CustomOp for DriveOp {
             );
             acc
         };
-        let parts = map_chunks(chunks, one);
+        let parts = map_chunks::<f64, _>(chunks, one);
         let mut total = vec![0.0; len];
         for p in &parts {
             for (t, v) in total.iter_mut().zip(p) {
@@ -1242,7 +1233,7 @@ fn resample_on_tape<S: Scalar>(
         }
         traj
     };
-    let parts = map_chunks(m.div_ceil(TAPE_CHUNK), run);
+    let parts = map_chunks::<f64, _>(m.div_ceil(TAPE_CHUNK), run);
     let mut traj = vec![Vec::with_capacity(m * d); steps.len() + 1];
     for part in parts {
         for (t, p) in traj.iter_mut().zip(part) {
@@ -1271,7 +1262,7 @@ fn resample_on_tape<S: Scalar>(
 }
 
 /// The scalar as a tape variable (a constant for any other scalar type; only used for
-/// [`Rev`], see [`records_on_tape`]).
+/// [`Rev`], see [`Scalar::ON_TAPE`]).
 #[inline]
 fn to_rev<S: Scalar>(x: &S) -> Rev {
     tape::as_rev(x).unwrap_or_else(|| Rev::constant(x.re()))
@@ -1293,58 +1284,18 @@ const CH: usize = 8;
 /// query of a block while it is in L1/L2.
 const TILE: usize = 256;
 
-/// Number of derivative lanes of the scalars with a lane kernel.
-fn lane_count<S: 'static>() -> Option<usize> {
-    let t = TypeId::of::<S>();
-    if t == TypeId::of::<f64>() {
-        Some(0)
-    } else if t == TypeId::of::<Dual64>() || t == TypeId::of::<DualSVec64<1>>() {
-        Some(1)
-    } else if t == TypeId::of::<DualSVec64<2>>() {
-        Some(2)
-    } else if t == TypeId::of::<DualSVec64<3>>() {
-        Some(3)
-    } else if t == TypeId::of::<DualSVec64<4>>() {
-        Some(4)
-    } else if t == TypeId::of::<DualSVec64<8>>() {
-        Some(8)
-    } else {
-        None
-    }
-}
-
-/// Value and `P` derivative lanes of a scalar (`f64`, `Dual64`, `DualSVec64<P>`); other types
-/// give their value and zero derivatives (never used: see [`lane_count`]).
+/// Value and `P` derivative lanes of a scalar with [`Scalar::LANES`] `= Some(P)`.
 #[inline]
 fn split<S: Scalar, const P: usize>(x: &S) -> (f64, [f64; P]) {
     let mut eps = [0.0; P];
-    let any = x as &dyn Any;
-    if let Some(v) = any.downcast_ref::<DualSVec64<P>>() {
-        if let Some(e) = &v.eps.0 {
-            eps.copy_from_slice(e.as_slice());
-        }
-        (v.re, eps)
-    } else if let Some(v) = any.downcast_ref::<Dual64>() {
-        if let Some(e) = eps.first_mut() {
-            *e = v.eps;
-        }
-        (v.re, eps)
-    } else {
-        (x.re(), eps)
-    }
+    let re = x.to_lanes(&mut eps);
+    (re, eps)
 }
 
 /// The inverse of [`split`].
 #[inline]
 fn join<S: Scalar, const P: usize>(re: f64, eps: [f64; P]) -> S {
-    let mut out = S::cst(re);
-    let any = &mut out as &mut dyn Any;
-    if let Some(v) = any.downcast_mut::<DualSVec64<P>>() {
-        *v = DualSVec64::new(re, Derivative::some(SVector::from(eps)));
-    } else if let Some(v) = any.downcast_mut::<Dual64>() {
-        *v = Dual64::new(re, eps.first().copied().unwrap_or(0.0));
-    }
-    out
+    S::from_lanes(re, &eps)
 }
 
 /// `a · b + c`, plain (two roundings) or fused (one rounding; only where the CPU has FMA).
@@ -2201,7 +2152,7 @@ mod tests {
     use super::*;
     use crate::resample::{Multinomial, ResamplerSpec};
     use crate::rng::Purpose;
-    use num_dual::DualNum;
+    use num_dual::{Dual64, DualNum, DualSVec64};
 
     fn key(seed: u64) -> StreamKey {
         StreamKey::new(seed, 3, Purpose::Resample)

@@ -124,17 +124,13 @@ impl<S: Scalar> Resampler<S> for GumbelSoftmaxResampler {
         };
         if d > 0 {
             let buf = out.as_mut_slice();
-            #[cfg(feature = "rayon")]
-            if n >= PAR_MIN_PARTICLES && !crate::scalar::records_on_tape::<S>() {
-                use rayon::prelude::*;
-                buf.par_chunks_mut(16 * d).enumerate().for_each_init(
-                    Vec::new,
-                    |logits, (c, chunk)| {
-                        for (k, xi) in chunk.chunks_exact_mut(d).enumerate() {
-                            row(c * 16 + k, xi, logits);
-                        }
-                    },
-                );
+            if n >= PAR_MIN_PARTICLES && crate::par::may_parallelise::<S>() {
+                crate::par::for_each_chunk_mut::<S, _>(buf, 16 * d, true, |c, chunk| {
+                    let mut logits = Vec::with_capacity(n);
+                    for (k, xi) in chunk.chunks_exact_mut(d).enumerate() {
+                        row(c * 16 + k, xi, &mut logits);
+                    }
+                });
                 out_log_weights.fill(S::cst(-(out.len() as f64).ln()));
                 return Ok(ResampleInfo::RESAMPLED);
             }

@@ -434,34 +434,24 @@ impl<S: Scalar> Soa<S> {
     }
 }
 
-/// Runs `f(row_index, row)` over the rows of `buf` (rows of `width` elements), on rayon
-/// threads when `par`. Each row is computed independently and sequentially, so the result
-/// does not depend on the number of threads.
-fn for_rows<T: Send + 'static>(
+/// Runs `f(row_index, row)` over the rows of `buf` (rows of `width` elements), in fixed tasks
+/// of [`ROWS_PER_TASK`] rows on rayon threads when `par` ([`crate::par`]; sequential for tape
+/// scalars `S`). Each row is computed independently and sequentially, so the result does not
+/// depend on the number of threads.
+fn for_rows<S: Scalar, T: Send>(
     buf: &mut [T],
     width: usize,
     par: bool,
-    f: impl Fn(usize, &mut [T]) + Sync,
+    f: impl Fn(usize, &mut [T]) + Sync + Send,
 ) {
     if width == 0 {
         return;
     }
-    #[cfg(feature = "rayon")]
-    if par && !crate::scalar::records_on_tape::<T>() {
-        use rayon::prelude::*;
-        buf.par_chunks_mut(ROWS_PER_TASK * width)
-            .enumerate()
-            .for_each(|(c, chunk)| {
-                for (j, row) in chunk.chunks_exact_mut(width).enumerate() {
-                    f(c * ROWS_PER_TASK + j, row);
-                }
-            });
-        return;
-    }
-    let _ = par;
-    for (i, row) in buf.chunks_exact_mut(width).enumerate() {
-        f(i, row);
-    }
+    crate::par::for_each_chunk_mut::<S, T>(buf, ROWS_PER_TASK * width, par, |c, chunk| {
+        for (j, row) in chunk.chunks_exact_mut(width).enumerate() {
+            f(c * ROWS_PER_TASK + j, row);
+        }
+    });
 }
 
 /// Branch-free `exp(x)` for `x ≤ 0` (the callers subtract a maximum; small positive rounding
@@ -669,10 +659,10 @@ fn lse_pass<S: Scalar>(tgt: &Soa<S>, src: &Soa<S>, h: &Vec<S>, out: &mut Vec<S>,
         (h as &dyn Any).downcast_ref::<Vec<f64>>(),
     ) && let Some(o) = (out as &mut dyn Any).downcast_mut::<Vec<f64>>()
     {
-        for_rows(o, 1, par, |p, r| r[0] = lse_row_f64(t, p, s, h));
+        for_rows::<f64, _>(o, 1, par, |p, r| r[0] = lse_row_f64(t, p, s, h));
         return;
     }
-    for_rows(out, 1, par, |p, r| r[0] = lse_row_generic(tgt, p, src, h));
+    for_rows::<S, _>(out, 1, par, |p, r| r[0] = lse_row_generic(tgt, p, src, h));
 }
 
 /// Transport row `p`: `Σ_q exp(h_q + 2 y_p · y_q − l_p) x_q` normalised by the sum of the
@@ -921,12 +911,12 @@ impl<S: Scalar> Sinkhorn<S> {
             (&self.rows as &dyn Any).downcast_ref::<Vec<f64>>(),
         ) && let Some(o) = (out as &mut dyn Any).downcast_mut::<Particles<f64>>()
         {
-            for_rows(o.as_mut_slice(), d, par, |p, row| {
+            for_rows::<f64, _>(o.as_mut_slice(), d, par, |p, row| {
                 transport_row_f64(t, p, s, xs, h, rows[p], row);
             });
             return;
         }
-        for_rows(out.as_mut_slice(), d, par, |p, row| {
+        for_rows::<S, _>(out.as_mut_slice(), d, par, |p, row| {
             transport_row_generic(&self.ya, p, &self.yb, &self.xb, &self.hb, self.rows[p], row);
         });
     }
@@ -939,7 +929,7 @@ fn max_sq_distance<S: Scalar>(particles: &Particles<S>, par: bool) -> S {
     let vals: Vec<f64> = particles.as_slice().iter().map(|v| v.re()).collect();
     let mut best = vec![(0.0_f64, 0usize); n];
     let par = par && n * n >= PAR_MIN_ENTRIES;
-    for_rows(&mut best, 1, par, |i, r| {
+    for_rows::<f64, _>(&mut best, 1, par, |i, r| {
         let xi = &vals[i * d..(i + 1) * d];
         let mut b = (0.0, i);
         for j in 0..n {

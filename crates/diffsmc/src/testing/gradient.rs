@@ -4,8 +4,7 @@ use std::fmt;
 
 use super::CheckReport;
 use crate::error::{Result, SmcError};
-use crate::grad::{BuildResampler, Parametric, value, value_and_gradient};
-use crate::smc::SmcConfig;
+use crate::grad::{Differentiable, GradOptions, gradient, value};
 
 /// Tolerances of [`check_gradient`]: parameter `i` passes when
 /// `|g_i − fd_i| ≤ abs + rel · max(|g_i|, |fd_i|) + roundoff`, where
@@ -247,11 +246,11 @@ impl fmt::Display for GradientReport {
 /// `h` around `1e-5` balances truncation (`O(h²)`) and cancellation (`O(ε |f| / h)`).
 /// Re-judge with other tolerances with [`GradientReport::with_tolerance`].
 ///
-/// Errors: an invalid `h`, and anything [`value_and_gradient`] or [`value`] reports (wrong
-/// length of θ, non-finite θ, model or filter errors).
+/// Errors: an invalid `h`, and anything [`gradient`] or [`value`] reports (wrong length of
+/// θ, non-finite θ, model or filter errors).
 ///
 /// ```
-/// use diffsmc::grad::Parametric;
+/// use diffsmc::grad::{Parametric, ParticleFilterNll};
 /// use diffsmc::prelude::*;
 /// use diffsmc::testing::check_gradient;
 ///
@@ -285,17 +284,15 @@ impl fmt::Display for GradientReport {
 /// let family = Ar1 { ys: (0..30).map(|t| (0.3 * t as f64).sin()).collect() };
 /// let smc = SmcConfig::new(64)?;
 /// let spec: ResamplerSpec = "diffusion:K=4".parse()?;
-/// let report = check_gradient(&family, &[0.6, 1.1], &smc, &spec, 7, 1e-5)?;
+/// let nll = ParticleFilterNll::new(&family, &smc, &spec, 7);
+/// let report = check_gradient(&nll, &[0.6, 1.1], 1e-5)?;
 /// assert!(report.passed(), "{report}");
 /// println!("{report}");
 /// # Ok::<(), diffsmc::SmcError>(())
 /// ```
-pub fn check_gradient<P: Parametric, B: BuildResampler>(
-    p: &P,
+pub fn check_gradient<F: Differentiable + ?Sized>(
+    f: &F,
     theta: &[f64],
-    smc: &SmcConfig,
-    resampler: &B,
-    seed: u64,
     h: f64,
 ) -> Result<GradientReport> {
     if !(h > 0.0 && h.is_finite()) {
@@ -305,8 +302,8 @@ pub fn check_gradient<P: Parametric, B: BuildResampler>(
             "a finite number > 0",
         ));
     }
-    let (v, g) = value_and_gradient(p, theta, smc, resampler, seed)?;
-    let v64 = value(p, theta, smc, resampler, seed)?;
+    let (v, g) = gradient(f, theta, &GradOptions::default())?;
+    let v64 = value(f, theta)?;
     let tolerance = GradientTolerance::default();
     let n = theta.len();
     let mut steps = Vec::with_capacity(n);
@@ -318,7 +315,7 @@ pub fn check_gradient<P: Parametric, B: BuildResampler>(
         let at = |k: f64| -> Result<f64> {
             let mut t = theta.to_vec();
             t[i] += k * hi;
-            value(p, &t, smc, resampler, seed)
+            value(f, &t)
         };
         let (fm2, fm1, fp1, fp2) = (at(-1.0)?, at(-0.5)?, at(0.5)?, at(1.0)?);
         let f0 = v64;
@@ -383,11 +380,12 @@ pub fn check_gradient<P: Parametric, B: BuildResampler>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::grad::{Parametric, ParticleFilterNll};
     use crate::model::{Bootstrap, StateSpaceModel};
     use crate::resample::ResamplerSpec;
     use crate::rng::{StreamRng, standard_normal};
     use crate::scalar::Scalar;
-    use crate::smc::Trigger;
+    use crate::smc::{SmcConfig, Trigger};
 
     /// How the test model distorts derivatives.
     #[derive(Debug, Clone, Copy, PartialEq)]
@@ -477,7 +475,8 @@ mod tests {
         for trigger in [Trigger::Never, Trigger::Always] {
             let smc = SmcConfig::new(48).unwrap().with_trigger(trigger).unwrap();
             for spec in specs() {
-                let r = check_gradient(&fam, &theta, &smc, &spec, 5, 1e-5).unwrap();
+                let r = check_gradient(&ParticleFilterNll::new(&fam, &smc, &spec, 5), &theta, 1e-5)
+                    .unwrap();
                 assert!(r.passed(), "{spec} {trigger:?}:\n{r}");
                 assert!(r.rel_error.iter().all(|e| *e < 1e-5), "{r}");
             }
@@ -496,11 +495,8 @@ mod tests {
         let mut one_sided = 0;
         for seed in 0..40 {
             let r = check_gradient(
-                &good,
+                &ParticleFilterNll::new(&good, &smc, &ResamplerSpec::Systematic, seed),
                 &[0.7, 0.9],
-                &smc,
-                &ResamplerSpec::Systematic,
-                seed,
                 1e-5,
             )
             .unwrap();
@@ -511,11 +507,8 @@ mod tests {
                 .count();
             assert!(r.passed() || r.inconclusive(), "seed {seed}:\n{r}");
             let b = check_gradient(
-                &bad,
+                &ParticleFilterNll::new(&bad, &smc, &ResamplerSpec::Systematic, seed),
                 &[0.7, 0.9],
-                &smc,
-                &ResamplerSpec::Systematic,
-                seed,
                 1e-5,
             )
             .unwrap();
@@ -535,7 +528,12 @@ mod tests {
         let fam = family(Bug::DoubledDerivative);
         let smc = SmcConfig::new(48).unwrap();
         for spec in specs() {
-            let r = check_gradient(&fam, &[0.7, 0.9], &smc, &spec, 5, 1e-5).unwrap();
+            let r = check_gradient(
+                &ParticleFilterNll::new(&fam, &smc, &spec, 5),
+                &[0.7, 0.9],
+                1e-5,
+            )
+            .unwrap();
             assert!(!r.passed(), "{spec}:\n{r}");
             assert_eq!(r.failures(), vec![0], "{r}");
             // dual ≈ 2 × (the derivative through φ) : far from the finite difference.
@@ -556,22 +554,16 @@ mod tests {
         let fam = family(Bug::None);
         let always = SmcConfig::new(48).unwrap();
         let r = check_gradient(
-            &fam,
+            &ParticleFilterNll::new(&fam, &always, &ResamplerSpec::StopGradient, 5),
             &[0.7, 0.9],
-            &always,
-            &ResamplerSpec::StopGradient,
-            5,
             1e-5,
         )
         .unwrap();
         assert!(!r.passed(), "{r}");
         let never = always.with_trigger(Trigger::Never).unwrap();
         let r = check_gradient(
-            &fam,
+            &ParticleFilterNll::new(&fam, &never, &ResamplerSpec::StopGradient, 5),
             &[0.7, 0.9],
-            &never,
-            &ResamplerSpec::StopGradient,
-            5,
             1e-5,
         )
         .unwrap();
@@ -582,8 +574,12 @@ mod tests {
     fn dropped_derivative_fails() {
         let fam = family(Bug::DroppedDerivative);
         let smc = SmcConfig::new(48).unwrap();
-        let r =
-            check_gradient(&fam, &[0.7, 0.9], &smc, &ResamplerSpec::Systematic, 5, 1e-5).unwrap();
+        let r = check_gradient(
+            &ParticleFilterNll::new(&fam, &smc, &ResamplerSpec::Systematic, 5),
+            &[0.7, 0.9],
+            1e-5,
+        )
+        .unwrap();
         assert!(!r.passed(), "{r}");
         assert_eq!(r.dual[1], 0.0);
         assert_eq!(r.failures(), vec![1], "{r}");
@@ -593,8 +589,12 @@ mod tests {
     fn different_value_on_duals_fails() {
         let fam = family(Bug::DifferentOnDuals);
         let smc = SmcConfig::new(32).unwrap();
-        let r =
-            check_gradient(&fam, &[0.7, 0.9], &smc, &ResamplerSpec::Systematic, 5, 1e-5).unwrap();
+        let r = check_gradient(
+            &ParticleFilterNll::new(&fam, &smc, &ResamplerSpec::Systematic, 5),
+            &[0.7, 0.9],
+            1e-5,
+        )
+        .unwrap();
         assert!(!r.values_agree() && !r.passed(), "{r}");
         assert!(r.to_string().contains("differs from the f64 run"));
     }
@@ -603,8 +603,12 @@ mod tests {
     fn tolerance_can_be_rejudged_and_bad_inputs_are_errors() {
         let fam = family(Bug::DoubledDerivative);
         let smc = SmcConfig::new(16).unwrap();
-        let r =
-            check_gradient(&fam, &[0.7, 0.9], &smc, &ResamplerSpec::Systematic, 1, 1e-5).unwrap();
+        let r = check_gradient(
+            &ParticleFilterNll::new(&fam, &smc, &ResamplerSpec::Systematic, 1),
+            &[0.7, 0.9],
+            1e-5,
+        )
+        .unwrap();
         assert!(!r.passed());
         let loose = r
             .clone()
@@ -614,9 +618,21 @@ mod tests {
         assert_eq!(back.allowed, r.allowed);
         for h in [0.0, -1.0, f64::NAN] {
             assert!(
-                check_gradient(&fam, &[0.7, 0.9], &smc, &ResamplerSpec::Systematic, 1, h).is_err()
+                check_gradient(
+                    &ParticleFilterNll::new(&fam, &smc, &ResamplerSpec::Systematic, 1),
+                    &[0.7, 0.9],
+                    h
+                )
+                .is_err()
             );
         }
-        assert!(check_gradient(&fam, &[0.7], &smc, &ResamplerSpec::Systematic, 1, 1e-5).is_err());
+        assert!(
+            check_gradient(
+                &ParticleFilterNll::new(&fam, &smc, &ResamplerSpec::Systematic, 1),
+                &[0.7],
+                1e-5
+            )
+            .is_err()
+        );
     }
 }

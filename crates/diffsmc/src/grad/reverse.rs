@@ -1,81 +1,14 @@
-//! Reverse-mode gradients of the particle filter's negative log-likelihood, checkpointed per
-//! time step.
-//!
-//! Forward-mode duals ([`crate::grad`]) cost one filter run per chunk of parameter directions;
-//! reverse mode costs a small multiple of one run whatever the number of parameters. The tape
-//! of a whole run would hold every operation of every step; instead:
-//!
-//! 1. a forward `f64` run records, per step `t`, the value parts of the state (particles and
-//!    normalised log-weights) and, where the particles were resampled, the resampler's output;
-//! 2. the backward pass walks the steps in reverse. Step `t` is split into three stages, each
-//!    re-run on a fresh [`crate::tape`] from the recorded inputs and swept at once:
-//!    - **normalisation** `lw_t = lw'_t − lse(lw'_t)`, increment `lse(lw'_t)` — in closed form;
-//!    - **move and weighting**, per particle `lw'_i = l̃w_i + log G_t(x̃_i, x_i)` with
-//!      `x_i = f_θ(x̃_i, ξ_i)` — on one tape per fixed chunk of particles (so the chunks run on
-//!      rayon threads, one tape per thread, and the sum over chunks is in a fixed order:
-//!      the result does not depend on the thread count); the noise `ξ_i` comes from the same
-//!      counter-based stream, so it is regenerated, not stored;
-//!    - **resampling** `(x̃, l̃w) = R(x_{t−1}, lw_{t−1})` — the resampler itself on the tape
-//!      (the diffusion resampler records its whole reverse process as one custom operation that
-//!      keeps the O(K·N·d) trajectories and recomputes the O(N²) score loop backwards).
-//!
-//! Peak memory is the recorded states, O(T·N·d), plus one stage's tape. Decisions (whether to
-//! resample, ancestor indices) are those of the `f64` run: every stage starts from the exact
-//! recorded values.
-//!
-//! The result is the same gradient as forward mode ([`crate::grad::value_and_gradient`]) up to
-//! rounding: both differentiate the same seeded estimator.
-//!
-//! ```
-//! use diffsmc::grad::{GradMode, GradOptions, LinearGaussianParametric, value_and_gradient_with};
-//! use diffsmc::{LinearGaussian, ResamplerSpec, SmcConfig, Scalar};
-//!
-//! // x_t = θ0 x_{t-1} + N(0, 1), y_t = x_t + N(0, θ1²).
-//! # use diffsmc::grad::Parametric;
-//! # use diffsmc::prelude::*;
-//! # struct Ar1 { ys: Vec<f64> }
-//! # struct Ar1Model<S> { phi: S, s: S, ys: Vec<f64> }
-//! # impl<S: Scalar> StateSpaceModel<S> for Ar1Model<S> {
-//! #     fn state_dim(&self) -> usize { 1 }
-//! #     fn n_observations(&self) -> usize { self.ys.len() }
-//! #     fn sample_initial(&self, rng: &mut StreamRng, x: &mut [S]) {
-//! #         x[0] = S::cst(standard_normal(rng));
-//! #     }
-//! #     fn sample_transition(&self, _t: usize, xp: &[S], rng: &mut StreamRng, x: &mut [S]) {
-//! #         x[0] = xp[0] * self.phi + standard_normal(rng);
-//! #     }
-//! #     fn observation_log_density(&self, t: usize, x: &[S]) -> S {
-//! #         let r = (x[0] - self.ys[t]) / self.s;
-//! #         r * r * -0.5 - self.s.ln()
-//! #     }
-//! # }
-//! # impl Parametric for Ar1 {
-//! #     type Model<S: Scalar> = Bootstrap<Ar1Model<S>>;
-//! #     fn n_params(&self) -> usize { 2 }
-//! #     fn model<S: Scalar>(&self, th: &[S]) -> Result<Self::Model<S>> {
-//! #         Ok(Bootstrap(Ar1Model { phi: th[0], s: th[1], ys: self.ys.clone() }))
-//! #     }
-//! # }
-//! let p = Ar1 { ys: vec![0.3, -0.1, 0.8, 0.2, 0.5] };
-//! let smc = SmcConfig::new(64)?;
-//! let spec: ResamplerSpec = "diffusion:T=1,K=4".parse()?;
-//! let fwd = GradOptions::default().with_mode(GradMode::Forward);
-//! let rev = GradOptions::default().with_mode(GradMode::Reverse);
-//! let (vf, gf) = value_and_gradient_with(&p, &[0.7, 0.9], &smc, &spec, 3, fwd)?;
-//! let (vr, gr) = value_and_gradient_with(&p, &[0.7, 0.9], &smc, &spec, 3, rev)?;
-//! assert!((vf - vr).abs() < 1e-9 * vf.abs());
-//! for (a, b) in gf.iter().zip(&gr) {
-//!     assert!((a - b).abs() < 1e-9 * a.abs().max(1.0));
-//! }
-//! # Ok::<(), diffsmc::SmcError>(())
-//! ```
+//! The particle filter's checkpointed reverse pass (described in the [`crate::grad`] module
+//! documentation), reached through [`crate::grad::ParticleFilterNll`]'s
+//! [`crate::grad::Differentiable::reverse`].
 
 use crate::error::{Result, SmcError};
 use crate::grad::{BuildResampler, Parametric};
 use crate::model::FeynmanKac;
+use crate::par::map_chunks;
 use crate::particles::Particles;
 use crate::rng::{Purpose, StreamKey};
-use crate::smc::{Smc, SmcConfig, Trace, map_chunks};
+use crate::smc::{Smc, SmcConfig, Trace};
 use crate::tape::{self, Rev};
 
 /// Particles per tape in the move-and-weighting stage (fixed, so that results do not depend on
@@ -87,19 +20,17 @@ use crate::tape::{self, Rev};
 const MOVE_CHUNK: usize = 256;
 
 /// The negative log-likelihood estimate at θ and its gradient, by the checkpointed reverse
-/// pass described in the [module documentation](self). Same arguments, value and errors as
-/// [`crate::grad::value_and_gradient`].
+/// pass. θ has been checked by [`crate::grad::gradient`].
 ///
 /// Errors additionally: a resampler whose reverse re-run fails (it then failed in the `f64`
 /// run too, so this does not happen in practice).
-pub fn value_and_gradient_reverse<P: Parametric, B: BuildResampler>(
+pub(crate) fn value_and_gradient<P: Parametric, B: BuildResampler>(
     p: &P,
     theta: &[f64],
     smc: &SmcConfig,
     resampler: &B,
     seed: u64,
 ) -> Result<(f64, Vec<f64>)> {
-    crate::grad::check_theta(p.n_params(), theta)?;
     let model = p.model::<f64>(theta)?;
     let r64 = resampler.build_for::<f64>()?;
     let mut trace = Trace::default();
@@ -237,7 +168,7 @@ fn move_backward<P: Parametric>(
         let range = c * MOVE_CHUNK..((c + 1) * MOVE_CHUNK).min(n);
         move_chunk(p, theta, t, key, d, range, xin, ax, alwp)
     };
-    for (c, r) in map_chunks(chunks, one).into_iter().enumerate() {
+    for (c, r) in map_chunks::<f64, _>(chunks, one).into_iter().enumerate() {
         let (gth, gx) = r?;
         for (g, v) in grad.iter_mut().zip(&gth) {
             *g += v;
