@@ -189,12 +189,12 @@ fn time_family<P: diffsmc::grad::Parametric>(
     pb: &ProgressBar,
 ) -> Result<(Vec<f64>, Option<Vec<f64>>), CliError> {
     use diffsmc::SmcConfig;
-    use diffsmc::grad::{ChunkSize, GradOptions, value, value_and_gradient_with};
+    use diffsmc::grad::{ChunkSize, GradOptions, ParticleFilterNll, gradient, value};
     let smc = SmcConfig::new(n)?;
     let mut k = 0u64;
     let value_times = time_runs(reps, min_seconds, pb, || {
         k += 1;
-        value(p, theta, &smc, spec, k)?;
+        value(&ParticleFilterNll::new(p, &smc, spec, k), theta)?;
         Ok(())
     })?;
     let grad_times = match mode {
@@ -208,7 +208,7 @@ fn time_family<P: diffsmc::grad::Parametric>(
                 });
             Some(time_runs(reps, min_seconds, pb, || {
                 k += 1;
-                value_and_gradient_with(p, theta, &smc, spec, k, opts)?;
+                gradient(&ParticleFilterNll::new(p, &smc, spec, k), theta, &opts)?;
                 Ok(())
             })?)
         }

@@ -5,7 +5,6 @@ use diffsmc::{Particles, ResamplerSpec};
 use diffsmc_gaussian_mixture::{
     GmProblem, PAPER_DIRECTIONS, SlicedWasserstein, mean_sq_error, weights_from_log,
 };
-use rayon::prelude::*;
 use serde_json::json;
 
 use crate::error::CliError;
@@ -84,14 +83,12 @@ pub fn run(s: &GmSettings, pb: &indicatif::ProgressBar) -> Result<serde_json::Va
     if s.particles == 0 {
         return Err(CliError::flag("particles", "must be at least 1"));
     }
-    let results: Vec<Result<(f64, f64, bool), CliError>> = (0..s.runs)
-        .into_par_iter()
-        .map(|k| {
+    let results: Vec<Result<(f64, f64, bool), CliError>> =
+        diffsmc::par::map_chunks::<f64, _>(s.runs, |k| {
             let r = one_run(s, k);
             pb.inc(1);
             r
-        })
-        .collect();
+        });
     let mut runs = Vec::new();
     let (mut swd, mut mse) = (Vec::new(), Vec::new());
     let mut non_converged = 0;

@@ -13,7 +13,6 @@ use diffsmc_diffusion_prior::{
     TimeGrid, Unweighted, VpSde,
 };
 use diffsmc_gaussian_mixture::{PaperConfig, SlicedWasserstein, mean_sq_error, weights_from_log};
-use rayon::prelude::*;
 use serde_json::json;
 
 use crate::error::CliError;
@@ -162,14 +161,12 @@ pub fn run(
     if s.steps == 0 {
         return Err(CliError::flag("steps", "must be at least 1"));
     }
-    let results: Vec<Result<RunResult, CliError>> = (0..s.runs)
-        .into_par_iter()
-        .map(|k| {
+    let results: Vec<Result<RunResult, CliError>> =
+        diffsmc::par::map_chunks::<f64, _>(s.runs, |k| {
             let r = one_run(s, k);
             pb.inc(1);
             r
-        })
-        .collect();
+        });
     let results = results.into_iter().collect::<Result<Vec<_>, _>>()?;
     let col = |f: fn(&RunResult) -> f64| results.iter().map(f).collect::<Vec<f64>>();
     let runs: Vec<serde_json::Value> = results

@@ -1,12 +1,11 @@
 //! `diffsmc experiment lgssm`: loss landscape error, filtering KL and L-BFGS parameter
 //! estimation on the paper's linear Gaussian model (Andersson & Zhao 2025, §LGSSM).
 
-use diffsmc::grad::value_and_gradient;
+use diffsmc::grad::{GradOptions, ParticleFilterNll, gradient};
 use diffsmc::rng::derive_seed;
 use diffsmc::{Bootstrap, ResamplerSpec, Smc, SmcConfig, SmcOutput};
 use diffsmc_lgssm::{Lgssm, PaperParams};
 use nalgebra::{DMatrix, DVector};
-use rayon::prelude::*;
 use serde_json::json;
 
 use crate::error::CliError;
@@ -101,17 +100,15 @@ pub fn one_run(s: &LgssmSettings, run: usize, keep_landscape: bool) -> Result<Ru
     let (loss_error, landscapes) = if s.grid > 0 {
         let a1 = axis(THETA[0], s.grid);
         let a2 = axis(THETA[1], s.grid);
-        let cells: Vec<Result<(f64, f64, usize), CliError>> = (0..s.grid * s.grid)
-            .into_par_iter()
-            .map(|k| {
+        let cells: Vec<Result<(f64, f64, usize), CliError>> =
+            diffsmc::par::map_chunks::<f64, _>(s.grid * s.grid, |k| {
                 let (i, j) = (k / s.grid, k % s.grid);
                 let data = Lgssm::paper(a1[i], a2[j], s.dim)?.with_data(ys.clone())?;
                 let kf = -data.kalman()?.log_likelihood;
                 let pf: SmcOutput<f64> = smc_runner.run(&Bootstrap(&data), &r, pf_seed)?;
                 let nc = pf.resampler_converged.iter().filter(|c| !**c).count();
                 Ok((kf, -pf.log_likelihood, nc))
-            })
-            .collect();
+            });
         let mut kf_grid = vec![vec![0.0; s.grid]; s.grid];
         let mut pf_grid = vec![vec![0.0; s.grid]; s.grid];
         let mut sq = 0.0;
@@ -158,8 +155,12 @@ pub fn one_run(s: &LgssmSettings, run: usize, keep_landscape: bool) -> Result<Ru
         &settings,
         &start,
         |th: &[f64]| {
-            value_and_gradient(&params, th, &smc, &s.resampler, pf_seed)
-                .unwrap_or((f64::NAN, vec![f64::NAN; th.len()]))
+            gradient(
+                &ParticleFilterNll::new(&params, &smc, &s.resampler, pf_seed),
+                th,
+                &GradOptions::default(),
+            )
+            .unwrap_or((f64::NAN, vec![f64::NAN; th.len()]))
         },
         |_| {},
     )?;
@@ -196,14 +197,12 @@ pub fn run(
     if s.dim == 0 {
         return Err(CliError::flag("dim", "must be at least 1"));
     }
-    let results: Vec<Result<RunResult, CliError>> = (0..s.runs)
-        .into_par_iter()
-        .map(|k| {
+    let results: Vec<Result<RunResult, CliError>> =
+        diffsmc::par::map_chunks::<f64, _>(s.runs, |k| {
             let r = one_run(s, k, k == 0);
             pb.inc(1);
             r
-        })
-        .collect();
+        });
     let mut runs = Vec::new();
     let (mut le, mut kl, mut pe) = (Vec::new(), Vec::new(), Vec::new());
     let mut successes = 0;

@@ -1,7 +1,7 @@
 //! `diffsmc experiment lotka-volterra`: learning prey–predator dynamics end to end through the
 //! particle filter (Andersson & Zhao 2025, §Lotka–Volterra).
 
-use diffsmc::grad::{ChunkSize, GradMode, GradOptions, value, value_and_gradient_with};
+use diffsmc::grad::{ChunkSize, GradMode, GradOptions, ParticleFilterNll, gradient, value};
 use diffsmc::rng::derive_seed;
 use diffsmc::{ResamplerSpec, SmcConfig};
 use diffsmc_lotka_volterra::{KnownLv, LvParams, NeuralLv, SimConfig, prediction_rmse, simulate};
@@ -72,11 +72,13 @@ pub fn one_run(
         .with_chunk(ChunkSize::Sixteen)
         .with_mode(s.grad);
     let target_nll = value(
-        &KnownLv::new(sim.observations.clone()),
+        &ParticleFilterNll::new(
+            &KnownLv::new(sim.observations.clone()),
+            &smc,
+            spec,
+            derive_seed(seed, 2),
+        ),
         &KnownLv::theta(&LvParams::paper()),
-        &smc,
-        spec,
-        derive_seed(seed, 2),
     )?;
     let mut k = 0u64;
     let t0 = std::time::Instant::now();
@@ -90,8 +92,12 @@ pub fn one_run(
                 derive_seed(seed, 1000 + k)
             };
             k += 1;
-            value_and_gradient_with(&family, theta, &smc, spec, fseed, opts)
-                .unwrap_or((f64::NAN, vec![f64::NAN; theta.len()]))
+            gradient(
+                &ParticleFilterNll::new(&family, &smc, spec, fseed),
+                theta,
+                &opts,
+            )
+            .unwrap_or((f64::NAN, vec![f64::NAN; theta.len()]))
         },
         |_| on_iter(),
     )?;

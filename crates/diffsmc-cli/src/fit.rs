@@ -4,7 +4,7 @@ use std::cell::Cell;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use diffsmc::grad::{GradMode, GradOptions, kalman_value_and_gradient, value_and_gradient_with};
+use diffsmc::grad::{GradMode, GradOptions, KalmanNll, ParticleFilterNll, gradient};
 use diffsmc::rng::derive_seed;
 use diffsmc::{ResamplerSpec, SmcConfig, Trigger};
 use diffsmc_lgssm::PaperParams;
@@ -30,14 +30,9 @@ pub struct FitArgs {
     /// Observations (CSV; see `diffsmc filter --help`).
     #[arg(long)]
     pub data: PathBuf,
-    /// Starting point, comma-separated.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "1.5,2.0",
-        allow_hyphen_values = true
-    )]
-    pub init: Vec<f64>,
+    /// Starting point, comma-separated (given once).
+    #[arg(long, default_value = "1.5,2.0", allow_hyphen_values = true)]
+    pub init: crate::args::Theta,
     /// Optimiser.
     #[arg(long, value_enum, default_value = "lbfgs")]
     pub optimizer: OptimizerKind,
@@ -107,6 +102,12 @@ pub fn fit(args: &FitArgs, quiet: bool, force: bool) -> Result<(), CliError> {
         check_writable(p, force)?;
     }
     let obs = read_csv(&args.data)?;
+    // Gradient runs carry up to 16 derivative lanes per scalar, two chunks at a time.
+    crate::args::check_memory(
+        "particles",
+        args.particles,
+        2 * crate::args::filter_bytes_per_particle(obs.dim(), 8 * 17),
+    )?;
     let params = PaperParams::new(obs.dim(), obs.values.clone())?;
     let smc =
         SmcConfig::new(args.particles)?.with_trigger(args.trigger.unwrap_or(Trigger::Always))?;
@@ -127,7 +128,11 @@ pub fn fit(args: &FitArgs, quiet: bool, force: bool) -> Result<(), CliError> {
         };
         evals.set(evals.get() + 1);
         let opts = GradOptions::default().with_mode(args.grad);
-        match value_and_gradient_with(&params, theta, &smc, &args.resampler, seed, opts) {
+        match gradient(
+            &ParticleFilterNll::new(&params, &smc, &args.resampler, seed),
+            theta,
+            &opts,
+        ) {
             Ok(v) => v,
             Err(e) => {
                 first_error.borrow_mut().get_or_insert(e);
@@ -144,7 +149,7 @@ pub fn fit(args: &FitArgs, quiet: bool, force: bool) -> Result<(), CliError> {
         &settings,
         &args.init,
         |theta: &[f64]| {
-            kalman_value_and_gradient(&params, theta)
+            gradient(&KalmanNll(&params), theta, &GradOptions::default())
                 .unwrap_or((f64::NAN, vec![f64::NAN; theta.len()]))
         },
         |_| {},
@@ -179,7 +184,7 @@ pub fn fit(args: &FitArgs, quiet: bool, force: bool) -> Result<(), CliError> {
         let v = json!({
             "model": "lgssm",
             "data": args.data.display().to_string(),
-            "init": args.init,
+            "init": &args.init.0,
             "optimizer": args.optimizer.name(),
             "particles": args.particles,
             "resampler": args.resampler.to_string(),

@@ -1,7 +1,9 @@
 //! `diffsmc`: differentiable sequential Monte Carlo from the command line.
 
+mod args;
 mod bench;
 mod data;
+mod demo_cmd;
 mod error;
 mod experiment_gm;
 mod experiment_inverse_gm;
@@ -42,9 +44,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Simulate the paper's linear Gaussian model, run the particle filter and the Kalman
-    /// filter, print a comparison and write demo.svg.
-    Demo(lgssm_cmd::DemoArgs),
+    /// Simulate the paper's linear Gaussian model, compare the particle filter with the Kalman
+    /// filter, fit θ by L-BFGS through diffusion resampling against the exact MLE, and write
+    /// demo.svg and demo-landscape.svg.
+    Demo(demo_cmd::DemoArgs),
     /// Run a particle filter on observations from a CSV file.
     Filter(lgssm_cmd::FilterArgs),
     /// Estimate parameters by maximising the particle-filter likelihood.
@@ -52,10 +55,16 @@ enum Command {
     /// Draw what experiment or fit JSON files hold (landscapes, traces, metric scatter).
     Plot(plot_cmd::PlotArgs),
     /// Time the engine's hot paths.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  diffsmc bench filter --particles 16384 --resampler systematic\n  diffsmc bench grad --particles 32 --resampler diffusion:T=2,K=8\n  diffsmc bench resample --resampler diffusion:K=4 --particles 8192 --dim 8"
+    )]
     Bench(BenchCommand),
     /// Reproduce the paper's experiments.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  diffsmc experiment lgssm --runs 100 --particles 32 --resampler diffusion:T=2,K=8 --grid 32 --json lgssm.json\n  diffsmc experiment gm --runs 20 --particles 10000 --resampler diffusion:T=3,K=32,sde --json gm.json\n  diffsmc experiment lotka-volterra --runs 20 --resampler diffusion:T=1,K=4,sde --json lv.json\n  diffsmc experiment inverse-gm --runs 10 --particles 4000 --resampler systematic --trigger ess:0.5 --json inverse.json\n\nEach subcommand's --help has its flags and an example."
+    )]
     Experiment(ExperimentCommand),
 }
 
@@ -310,7 +319,7 @@ enum BenchCommand {
 
 fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
-        Command::Demo(a) => lgssm_cmd::demo(&a, cli.force),
+        Command::Demo(a) => demo_cmd::demo(&a, cli.force),
         Command::Filter(a) => lgssm_cmd::filter(&a, cli.force, cli.quiet),
         Command::Fit(a) => fit::fit(&a, cli.quiet, cli.force),
         Command::Plot(a) => plot_cmd::plot(&a, cli.force),

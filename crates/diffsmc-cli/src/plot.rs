@@ -123,7 +123,25 @@ impl Chart {
                 add(x, u);
             }
         }
-        (pad(xs.0, xs.1), pad(ys.0, ys.1))
+        let (y0, y1) = pad(ys.0, ys.1);
+        (pad(xs.0, xs.1), self.legend_headroom(y0, y1))
+    }
+
+    /// Raises the top of the y-range so that the legend (upper left, one line of about 22 px
+    /// per entry in a plotting area of about 440 px) sits above the data instead of on it.
+    fn legend_headroom(&self, y0: f64, y1: f64) -> (f64, f64) {
+        let entries = self.series.len() + self.bands.len();
+        if entries == 0 {
+            return (y0, y1);
+        }
+        let frac = ((entries as f64 * 22.0 + 16.0) / 440.0).min(0.6);
+        if self.log_y {
+            let (l0, l1) = (y0.max(1e-300).log10(), y1.max(1e-300).log10());
+            let l1 = l1 + (l1 - l0).max(1.0) * frac / (1.0 - frac);
+            (y0, 10f64.powf(l1))
+        } else {
+            (y0, y1 + (y1 - y0) * frac / (1.0 - frac))
+        }
     }
 
     /// Draws the chart to an SVG file (the caller checks overwriting).
@@ -159,6 +177,7 @@ impl Chart {
             self.draw_series(&mut chart)?;
             chart
                 .configure_series_labels()
+                .position(SeriesLabelPosition::UpperLeft)
                 .background_style(WHITE.mix(0.8))
                 .border_style(BLACK)
                 .draw()?;
@@ -174,6 +193,7 @@ impl Chart {
             self.draw_series(&mut chart)?;
             chart
                 .configure_series_labels()
+                .position(SeriesLabelPosition::UpperLeft)
                 .background_style(WHITE.mix(0.8))
                 .border_style(BLACK)
                 .draw()?;

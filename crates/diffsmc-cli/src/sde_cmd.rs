@@ -6,7 +6,7 @@ use std::cell::{Cell, RefCell};
 use std::path::Path;
 use std::time::Instant;
 
-use diffsmc::grad::DualObjective;
+use diffsmc::grad::Differentiable;
 use diffsmc::rng::derive_seed;
 use diffsmc::{Resampler, SmcError, Trigger};
 use diffsmc_sde::{
@@ -442,7 +442,13 @@ fn fit_family<F: SdeFamily>(
                 derive_seed(args.seed, k)
             }
         },
-        |phi, seed| objective_at(seed).value_and_gradient(phi),
+        |phi, seed| {
+            diffsmc::grad::gradient(
+                &objective_at(seed),
+                phi,
+                &diffsmc::grad::GradOptions::default(),
+            )
+        },
         || pb.inc(1),
     )?;
     let elapsed = t0.elapsed().as_secs_f64();
@@ -503,7 +509,7 @@ fn fit_family<F: SdeFamily>(
         "model": model.name(),
         "data": args.data.display().to_string(),
         "param_names": names,
-        "init": args.init,
+        "init": &args.init.0,
         "optimizer": args.optimizer.name(),
         "parametrisation": "log-positive: the optimiser works on (…, log σ); theta_hat is natural",
         "particles": settings.particles(),
@@ -534,7 +540,15 @@ fn fit_family<F: SdeFamily>(
             positive,
             &args.init,
             |_| 0,
-            |phi, _| diffsmc::grad::gradient_of(&exact, phi, diffsmc::grad::ChunkSize::Auto),
+            |phi, _| {
+                diffsmc::grad::gradient(
+                    &exact,
+                    phi,
+                    &diffsmc::grad::GradOptions::default()
+                        .with_mode(diffsmc::grad::GradMode::Forward)
+                        .with_chunk(diffsmc::grad::ChunkSize::Auto),
+                )
+            },
             || {},
         )?;
         let ex_se = standard_errors(&exact, &ex.outcome.theta, 1e-4)
