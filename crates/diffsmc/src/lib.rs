@@ -92,3 +92,7 @@ pub struct ParameterEstimationDoctests;
 #[cfg(all(doctest, feature = "testing"))]
 #[doc = include_str!("../../../docs/writing-a-model.md")]
 pub struct WritingAModelDoctests;
+/// docs/proposals.md, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/proposals.md")]
+pub struct ProposalsDoctests;

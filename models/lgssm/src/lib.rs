@@ -427,7 +427,7 @@ impl<S: Scalar> LgssmData<S> {
     /// ```
     /// use diffsmc_lgssm::Lgssm;
     /// // y_0 = 1 observes x_0 ~ N(0, 1) with noise variance 0.5: p(x_0 | y_0) = N(2/3, 1/3).
-    /// let data = Lgssm::paper(0.5, 1.0, 1)?.with_data(vec![vec![1.0]])?;
+    /// let data = Lgssm::<f64>::paper(0.5, 1.0, 1)?.with_data(vec![vec![1.0]])?;
     /// let q = data.optimal_proposal()?;
     /// assert!((q.initial_mean()[0] - 2.0 / 3.0).abs() < 1e-15);
     /// assert!((q.initial_chol()[0].powi(2) - 1.0 / 3.0).abs() < 1e-15);
