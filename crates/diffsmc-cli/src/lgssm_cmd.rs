@@ -288,6 +288,9 @@ fn diagonals(covs: &[Vec<f64>], d: usize) -> Vec<Vec<f64>> {
         .collect()
 }
 
+/// Filtering means and row-major covariances, per step.
+type Moments = (Vec<Vec<f64>>, Vec<Vec<f64>>);
+
 /// One filter run on `model`, with a spinner.
 fn run_model<M: FeynmanKac<f64>>(
     model: &M,
@@ -313,7 +316,7 @@ fn auxiliary_moments<F: FeynmanKac<f64> + Clone, L: diffsmc::LookAhead<f64> + Cl
     seed: u64,
     last: &SmcOutput<f64>,
     quiet: bool,
-) -> Result<(Vec<Vec<f64>>, Vec<Vec<f64>>), CliError> {
+) -> Result<Moments, CliError> {
     let steps = apf.steps();
     let smc = Smc::new(config.clone().with_filter_moments(false));
     let pb = crate::progress::bar(steps as u64, "filtering moments", quiet);
@@ -339,20 +342,20 @@ fn run_algorithm(
     config: &SmcConfig,
     resampler: &dyn Resampler<f64>,
     quiet: bool,
-) -> Result<(SmcOutput<f64>, Vec<Vec<f64>>, Vec<Vec<f64>>), CliError> {
+) -> Result<(SmcOutput<f64>, Moments), CliError> {
     let seed = args.seed;
     let moments = |o: &SmcOutput<f64>| (o.filter_means.clone(), o.filter_covs.clone());
     match args.algorithm {
         Algorithm::Bootstrap => {
             let out = run_model(&diffsmc::Bootstrap(data), config, resampler, seed, quiet)?;
-            let (m, c) = moments(&out);
-            Ok((out, m, c))
+            let mc = moments(&out);
+            Ok((out, mc))
         }
         Algorithm::Guided => {
             let g = Guided::new(data, data.optimal_proposal()?)?;
             let out = run_model(&g, config, resampler, seed, quiet)?;
-            let (m, c) = moments(&out);
-            Ok((out, m, c))
+            let mc = moments(&out);
+            Ok((out, mc))
         }
         Algorithm::Auxiliary => {
             let apf = Auxiliary::new(
@@ -360,7 +363,7 @@ fn run_algorithm(
                 data.exact_look_ahead()?,
             )?;
             let out = run_model(&apf, config, resampler, seed, quiet)?;
-            let (m, c) = if args.json.is_some() || args.plot.is_some() {
+            let mc = if args.json.is_some() || args.plot.is_some() {
                 let t0 = Instant::now();
                 let mc = auxiliary_moments(&apf, config, resampler, seed, &out, quiet)?;
                 eprintln!(
@@ -372,7 +375,7 @@ fn run_algorithm(
             } else {
                 (Vec::new(), Vec::new())
             };
-            Ok((out, m, c))
+            Ok((out, mc))
         }
     }
 }
@@ -418,7 +421,7 @@ pub fn filter(args: &FilterArgs, force: bool, quiet: bool) -> Result<(), CliErro
         .with_filter_moments(args.algorithm != Algorithm::Auxiliary);
     let resampler = args.resampler.build::<f64>()?;
     let t0 = Instant::now();
-    let (pf, means, covs) = run_algorithm(args, &data, &config, &*resampler, quiet)?;
+    let (pf, (means, covs)) = run_algorithm(args, &data, &config, &*resampler, quiet)?;
     // For `auxiliary` with --json/--plot this includes the truncated runs of its moments.
     let elapsed = t0.elapsed().as_secs_f64();
     let kf = data.kalman()?;
