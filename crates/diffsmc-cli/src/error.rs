@@ -37,6 +37,18 @@ pub enum CliError {
         /// The path.
         path: String,
     },
+    /// A filtering algorithm needs something the chosen model does not provide.
+    #[error(
+        "--algorithm {algorithm}: model `{model}` does not provide {needs}; use --algorithm bootstrap"
+    )]
+    Unsupported {
+        /// The algorithm asked for.
+        algorithm: &'static str,
+        /// The model.
+        model: String,
+        /// What the algorithm needs.
+        needs: &'static str,
+    },
     /// The engine reported an error.
     #[error(transparent)]
     Engine(#[from] diffsmc::SmcError),

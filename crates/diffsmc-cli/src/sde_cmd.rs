@@ -324,7 +324,7 @@ pub fn filter(args: &FilterArgs, force: bool, quiet: bool) -> Result<(), CliErro
     if let Some(p) = &args.json {
         let v = json!({
             "model": model.name(),
-            "theta": args.theta,
+            "theta": &args.theta.0,
             "data": file,
             "dim": d,
             "observations": obs.len(),

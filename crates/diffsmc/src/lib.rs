@@ -5,6 +5,8 @@
 //! and on `num-dual` dual numbers for gradients.
 //!
 //! - [`model`]: [`FeynmanKac`] models, [`StateSpaceModel`]s and the [`Bootstrap`] adapter.
+//! - [`filter`]: proposals, the guided filter ([`Guided`]) and the auxiliary particle filter
+//!   ([`Auxiliary`], with a [`LookAhead`]).
 //! - [`smc`]: the [`Smc`] driver with [`Trigger`]s and per-step records.
 //! - [`resample`]: the [`Resampler`] trait and the resamplers.
 //! - [`kalman`]: the exact Kalman filter and RTS smoother ([`LinearGaussian`]), generic over
@@ -32,6 +34,7 @@
 
 pub mod bayes;
 pub mod error;
+pub mod filter;
 pub mod grad;
 pub mod kalman;
 pub mod linalg;
@@ -47,6 +50,7 @@ pub mod tape;
 pub mod testing;
 
 pub use error::{Result, SmcError};
+pub use filter::{Auxiliary, Guided, LookAhead, Proposal};
 pub use kalman::{KalmanOutput, LinearGaussian, RtsOutput};
 pub use model::{Bootstrap, FeynmanKac, StateSpaceModel};
 pub use particles::{
@@ -60,6 +64,7 @@ pub use tape::Rev;
 /// Everything a model author needs in one import.
 pub mod prelude {
     pub use crate::error::{Result, SmcError};
+    pub use crate::filter::{Auxiliary, Guided, LookAhead, Proposal};
     pub use crate::model::{Bootstrap, FeynmanKac, StateSpaceModel};
     pub use crate::particles::Particles;
     pub use crate::resample::{
@@ -87,3 +92,7 @@ pub struct ParameterEstimationDoctests;
 #[cfg(all(doctest, feature = "testing"))]
 #[doc = include_str!("../../../docs/writing-a-model.md")]
 pub struct WritingAModelDoctests;
+/// docs/proposals.md, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/proposals.md")]
+pub struct ProposalsDoctests;

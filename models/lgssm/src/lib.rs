@@ -28,7 +28,9 @@
 //! ```
 
 mod params;
+mod proposal;
 pub use params::{GeneralParams, PaperParams};
+pub use proposal::{ExactLookAhead, OptimalProposal};
 
 use std::collections::BTreeMap;
 
@@ -414,6 +416,41 @@ impl<S: Scalar> LgssmData<S> {
     /// ```
     pub fn smooth(&self) -> Result<(KalmanOutput<S>, RtsOutput<S>)> {
         self.model.lg.smooth(&self.ys)
+    }
+
+    /// The locally optimal proposal `p(x_t | x_{t-1}, y_t)` (and `p(x_0 | y_0)`) on these
+    /// data, for the guided filter ([`diffsmc::Guided`]).
+    ///
+    /// Errors: [`SmcError::NotPositiveDefinite`] if a conditional covariance loses positive
+    /// definiteness numerically.
+    ///
+    /// ```
+    /// use diffsmc_lgssm::Lgssm;
+    /// // y_0 = 1 observes x_0 ~ N(0, 1) with noise variance 0.5: p(x_0 | y_0) = N(2/3, 1/3).
+    /// let data = Lgssm::<f64>::paper(0.5, 1.0, 1)?.with_data(vec![vec![1.0]])?;
+    /// let q = data.optimal_proposal()?;
+    /// assert!((q.initial_mean()[0] - 2.0 / 3.0).abs() < 1e-15);
+    /// assert!((q.initial_chol()[0].powi(2) - 1.0 / 3.0).abs() < 1e-15);
+    /// # Ok::<(), diffsmc::SmcError>(())
+    /// ```
+    pub fn optimal_proposal(&self) -> Result<OptimalProposal<S>> {
+        OptimalProposal::new(self)
+    }
+
+    /// The exact look-ahead `p(y_t | x_{t-1})` on these data, for the (fully adapted)
+    /// auxiliary particle filter ([`diffsmc::Auxiliary`]).
+    ///
+    /// ```
+    /// use diffsmc::LookAhead;
+    /// use diffsmc_lgssm::Lgssm;
+    /// // p(y_1 | x_0) = N(y_1; 0.5 x_0, 1 + 0.5).
+    /// let data = Lgssm::paper(0.5, 1.0, 1)?.with_data(vec![vec![0.0], vec![1.0]])?;
+    /// let eta: f64 = data.exact_look_ahead()?.log_look_ahead(1, &[2.0]);
+    /// assert!((eta + 0.5 * (2.0 * std::f64::consts::PI * 1.5).ln()).abs() < 1e-15);
+    /// # Ok::<(), diffsmc::SmcError>(())
+    /// ```
+    pub fn exact_look_ahead(&self) -> Result<ExactLookAhead<S>> {
+        ExactLookAhead::new(self)
     }
 
     fn log_density(&self, t: usize, x: &[S]) -> S {
