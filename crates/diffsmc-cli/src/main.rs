@@ -15,6 +15,7 @@ mod plot;
 mod plot_cmd;
 mod progress;
 mod sde_cmd;
+mod smooth_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,6 +58,9 @@ enum Command {
     /// Reproduce the paper's experiments.
     #[command(subcommand)]
     Experiment(ExperimentCommand),
+    /// Smooth a linear Gaussian model with a particle smoother (FFBS, backward simulation,
+    /// fixed-lag, PaRIS with the Fisher-identity score), against RTS and Kalman.
+    Smooth(smooth_cmd::Args),
 }
 
 #[derive(Debug, Subcommand)]
@@ -314,6 +318,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Filter(a) => lgssm_cmd::filter(&a, cli.force, cli.quiet),
         Command::Fit(a) => fit::fit(&a, cli.quiet, cli.force),
         Command::Plot(a) => plot_cmd::plot(&a, cli.force),
+        Command::Smooth(a) => smooth_cmd::run(&a, cli.force, cli.quiet),
         Command::Experiment(ExperimentCommand::Lgssm {
             runs,
             particles,

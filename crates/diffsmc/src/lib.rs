@@ -87,3 +87,7 @@ pub struct ParameterEstimationDoctests;
 #[cfg(all(doctest, feature = "testing"))]
 #[doc = include_str!("../../../docs/writing-a-model.md")]
 pub struct WritingAModelDoctests;
+
+pub mod smooth;
+pub use smc::{Ancestry, History};
+pub use smooth::{BackwardConfig, BackwardMethod, ParisConfig, SmoothedMoments};
