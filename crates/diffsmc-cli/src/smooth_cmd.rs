@@ -411,3 +411,70 @@ pub fn run(args: &Args, force: bool, quiet: bool) -> Result<(), CliError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_parse_and_print() {
+        for s in ["ffbs", "backward:100", "fixed-lag:3", "paris"] {
+            assert_eq!(s.parse::<Method>().unwrap().to_string(), s);
+        }
+        assert!("backward:x".parse::<Method>().is_err());
+        assert!("rts".parse::<Method>().is_err());
+    }
+
+    /// A PaRIS run writes the documented JSON fields, and the score is near the exact one
+    /// (N = 200, T = 30: the score's sd is below 1 per component here).
+    #[test]
+    fn paris_run_writes_json_with_scores() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, ys) = Lgssm::paper(0.5, 1.0, 1).unwrap().simulate(30, 2);
+        let csv: String = ys.iter().map(|y| format!("{}\n", y[0])).collect();
+        let data = dir.path().join("ys.csv");
+        std::fs::write(&data, csv).unwrap();
+        let json = dir.path().join("out.json");
+        let args = Args {
+            model: "lgssm".into(),
+            theta: vec![0.5, 1.0],
+            data,
+            particles: 200,
+            method: Method::Paris,
+            rejection_tries: None,
+            backward_draws: 2,
+            resampler: ResamplerSpec::Systematic,
+            trigger: Trigger::Always,
+            seed: 1,
+            kalman: true,
+            json: Some(json.clone()),
+            plot: Some(dir.path().join("out.svg")),
+        };
+        run(&args, false, true).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        for k in [
+            "smoothed_means",
+            "smoothed_variances",
+            "rts_means",
+            "rts_variances",
+            "score",
+            "kalman_score",
+        ] {
+            assert!(v.get(k).is_some(), "missing {k}");
+        }
+        assert_eq!(v["smoothed_means"].as_array().unwrap().len(), 30);
+        for k in 0..2 {
+            let (s, e) = (
+                v["score"][k].as_f64().unwrap(),
+                v["kalman_score"][k].as_f64().unwrap(),
+            );
+            assert!((s - e).abs() < 4.0, "{s} vs {e}");
+        }
+        // Without --force the existing file is kept.
+        assert!(matches!(
+            run(&args, false, true),
+            Err(CliError::Exists { .. })
+        ));
+    }
+}
