@@ -91,3 +91,8 @@ pub struct WritingAModelDoctests;
 pub mod smooth;
 pub use smc::{Ancestry, History};
 pub use smooth::{BackwardConfig, BackwardMethod, ParisConfig, SmoothedMoments};
+
+/// docs/smoothing.md, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/smoothing.md")]
+pub struct SmoothingDoctests;

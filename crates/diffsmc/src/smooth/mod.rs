@@ -190,3 +190,32 @@ pub(crate) fn cumulative_weights<S: Scalar>(lw: &[S]) -> Vec<f64> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Inverse-CDF draws land in the bin of `u`, zero-weight bins are never drawn, and
+    /// `u → 1` stays in range.
+    #[test]
+    fn cumulative_draws_respect_the_bins() {
+        let lw = [0.25f64.ln(), f64::NEG_INFINITY, 0.75f64.ln()];
+        let cum = cumulative_weights(&lw);
+        assert_eq!(draw_cumulative(&cum, 0.0), 0);
+        assert_eq!(draw_cumulative(&cum, 0.2499), 0);
+        assert_eq!(draw_cumulative(&cum, 0.2501), 2);
+        assert_eq!(draw_cumulative(&cum, 1.0 - 1e-16), 2);
+        for k in 0..1000 {
+            assert_ne!(draw_cumulative(&cum, k as f64 / 1000.0), 1);
+        }
+    }
+
+    /// Weighted moments against a hand computation, with an index map.
+    #[test]
+    fn weighted_moments_by_hand() {
+        let x = Particles::from_vec(3, 1, vec![1.0f64, 2.0, 4.0]).unwrap();
+        let lw = [0.5f64.ln(), 0.5f64.ln()];
+        let (m, v) = weighted_moments(&x, Some(&[0, 2]), &lw);
+        assert!((m[0] - 2.5).abs() < 1e-15 && (v[0] - 2.25).abs() < 1e-15);
+    }
+}
