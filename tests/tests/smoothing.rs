@@ -56,8 +56,11 @@ fn z_rms(est: &[Vec<f64>], exact: &[Vec<f64>], scale: &[Vec<f64>], n: usize) -> 
     (s / est.len() as f64).sqrt()
 }
 
+/// Per step, per dimension.
+type Series = Vec<Vec<f64>>;
+
 /// RTS means, variances, and the scale `2 P²` of a sample variance's variance.
-fn rts(d: &LgssmData<f64>) -> (Vec<Vec<f64>>, Vec<Vec<f64>>, Vec<Vec<f64>>) {
+fn rts(d: &LgssmData<f64>) -> (Series, Series, Series) {
     let (_, s) = d.smooth().unwrap();
     let vv = s.covs.iter().map(|c| vec![2.0 * c[0] * c[0]]).collect();
     (s.means, s.covs, vv)
@@ -253,7 +256,7 @@ fn rejection_sampler_draws_the_exact_backward_distribution() {
 }
 
 /// The exact fixed-lag target `E[x_t | y_0..y_{min(t+L, T-1)}]`: RTS on the truncated data.
-fn exact_fixed_lag(d: &LgssmData<f64>, lag: usize) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
+fn exact_fixed_lag(d: &LgssmData<f64>, lag: usize) -> (Series, Series) {
     let steps = d.len();
     let model = d.model().clone();
     (0..steps)
