@@ -38,10 +38,10 @@
 //! #     }
 //! #     fn initial_log_density(&self, x: &[S]) -> Result<S> { Ok(x[0] * x[0] * -0.5 - 0.918_938_533_204_672_7) }
 //! # }
-//! let model = Ar1 { ys: vec![0.3, -0.2, 0.9, 0.1] };
+//! let pf = Bootstrap(Ar1 { ys: vec![0.3, -0.2, 0.9, 0.1] });
 //! let config = SmcConfig::new(128)?.with_history(true);
-//! let run: SmcOutput<f64> = Smc::new(config).run(&Bootstrap(&model), &Systematic, 1)?;
-//! let smoothed = ffbs(&model, &run)?;
+//! let run: SmcOutput<f64> = Smc::new(config).run(&pf, &Systematic, 1)?;
+//! let smoothed = ffbs(pf.inner(), &run)?;
 //! assert_eq!(smoothed.moments.means.len(), 4);
 //! # Ok::<(), diffsmc::SmcError>(())
 //! ```
