@@ -17,6 +17,7 @@ mod plot;
 mod plot_cmd;
 mod progress;
 mod sde_cmd;
+mod smooth_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,6 +67,9 @@ enum Command {
         after_help = "Examples:\n  diffsmc experiment lgssm --runs 100 --particles 32 --resampler diffusion:T=2,K=8 --grid 32 --json lgssm.json\n  diffsmc experiment gm --runs 20 --particles 10000 --resampler diffusion:T=3,K=32,sde --json gm.json\n  diffsmc experiment lotka-volterra --runs 20 --resampler diffusion:T=1,K=4,sde --json lv.json\n  diffsmc experiment inverse-gm --runs 10 --particles 4000 --resampler systematic --trigger ess:0.5 --json inverse.json\n\nEach subcommand's --help has its flags and an example."
     )]
     Experiment(ExperimentCommand),
+    /// Smooth a linear Gaussian model with a particle smoother (FFBS, backward simulation,
+    /// fixed-lag, PaRIS with the Fisher-identity score), against RTS and Kalman.
+    Smooth(smooth_cmd::Args),
 }
 
 #[derive(Debug, Subcommand)]
@@ -323,6 +327,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Filter(a) => lgssm_cmd::filter(&a, cli.force, cli.quiet),
         Command::Fit(a) => fit::fit(&a, cli.quiet, cli.force),
         Command::Plot(a) => plot_cmd::plot(&a, cli.force),
+        Command::Smooth(a) => smooth_cmd::run(&a, cli.force, cli.quiet),
         Command::Experiment(ExperimentCommand::Lgssm {
             runs,
             particles,

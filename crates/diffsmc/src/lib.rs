@@ -96,3 +96,12 @@ pub struct WritingAModelDoctests;
 #[cfg(doctest)]
 #[doc = include_str!("../../../docs/proposals.md")]
 pub struct ProposalsDoctests;
+
+pub mod smooth;
+pub use smc::{Ancestry, History};
+pub use smooth::{BackwardConfig, BackwardMethod, ParisConfig, SmoothedMoments};
+
+/// docs/smoothing.md, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/smoothing.md")]
+pub struct SmoothingDoctests;

@@ -75,6 +75,7 @@ pub struct SmcConfig {
     trigger: Trigger,
     filter_moments: bool,
     parallel_min_particles: usize,
+    history: bool,
 }
 
 impl SmcConfig {
@@ -88,6 +89,7 @@ impl SmcConfig {
             trigger: Trigger::Always,
             filter_moments: false,
             parallel_min_particles: 4096,
+            history: false,
         })
     }
     /// Sets the resampling trigger (validated).
@@ -108,6 +110,25 @@ impl SmcConfig {
     pub fn with_parallel_min_particles(mut self, n: usize) -> Self {
         self.parallel_min_particles = n.max(1);
         self
+    }
+    /// Keeps the run's [`History`] (every step's filtering particles and normalised
+    /// log-weights, and the genealogy where the resampler reports it) in
+    /// [`SmcOutput::history`], for the smoothers of [`crate::smooth`]. Memory `O(T·N·d)`.
+    /// Off by default; when off nothing is recorded or allocated.
+    ///
+    /// ```
+    /// use diffsmc::SmcConfig;
+    /// let c = SmcConfig::new(64)?.with_history(true);
+    /// assert!(c.history());
+    /// # Ok::<(), diffsmc::SmcError>(())
+    /// ```
+    pub fn with_history(mut self, yes: bool) -> Self {
+        self.history = yes;
+        self
+    }
+    /// Whether the run keeps its [`History`].
+    pub fn history(&self) -> bool {
+        self.history
     }
     /// Number of particles.
     pub fn n_particles(&self) -> usize {
@@ -144,6 +165,81 @@ pub struct SmcOutput<S> {
     pub particles: Particles<S>,
     /// Their normalised log-weights.
     pub log_weights: Vec<S>,
+    /// The run's history, with [`SmcConfig::with_history`] (else `None`).
+    pub history: Option<History<S>>,
+}
+
+/// How the particles of step `t` descend from those of step `t − 1`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ancestry {
+    /// Step 0: no parent step.
+    Initial,
+    /// Not resampled before the move to `t`: particle `i` at `t` was moved from particle `i`.
+    Identity,
+    /// Resampled by an index resampler: particle `i` at `t` was moved from particle
+    /// `ancestors[i]` of step `t − 1`.
+    Indices(Vec<usize>),
+    /// Resampled by a resampler that does not copy by index (diffusion, OT, …): the
+    /// genealogy is not defined.
+    Unknown,
+}
+
+/// What a run keeps with [`SmcConfig::with_history`]: per step `t`, the filtering particles
+/// `X_t` and their normalised log-weights `log W_t` (after weighting, so
+/// `Σ_i W_t^i δ(X_t^i)` approximates `p(x_t | y_0..y_t)` for a bootstrap filter), and the
+/// [`Ancestry`] linking step `t` to step `t − 1`.
+///
+/// ```
+/// use diffsmc::prelude::*;
+/// use diffsmc::smc::Ancestry;
+/// # struct M;
+/// # impl<S: Scalar> StateSpaceModel<S> for M {
+/// #     fn state_dim(&self) -> usize { 1 }
+/// #     fn n_observations(&self) -> usize { 3 }
+/// #     fn sample_initial(&self, rng: &mut StreamRng, x: &mut [S]) { x[0] = S::cst(standard_normal(rng)); }
+/// #     fn sample_transition(&self, _t: usize, xp: &[S], rng: &mut StreamRng, x: &mut [S]) { x[0] = xp[0] * 0.5 + standard_normal(rng); }
+/// #     fn observation_log_density(&self, _t: usize, x: &[S]) -> S { x[0] * x[0] * -0.5 }
+/// # }
+/// let config = SmcConfig::new(16)?.with_history(true);
+/// let out: SmcOutput<f64> = Smc::new(config).run(&Bootstrap(M), &Systematic, 1)?;
+/// let h = out.history.as_ref().unwrap();
+/// assert_eq!((h.len(), h.n_particles(), h.dim()), (3, 16, 1));
+/// assert!(matches!(h.ancestry[1], Ancestry::Indices(ref a) if a.len() == 16));
+/// assert!(h.has_genealogy());
+/// # Ok::<(), diffsmc::SmcError>(())
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct History<S> {
+    /// Per step: the filtering particles.
+    pub particles: Vec<Particles<S>>,
+    /// Per step: their normalised log-weights.
+    pub log_weights: Vec<Vec<S>>,
+    /// Per step: how its particles descend from the previous step's.
+    pub ancestry: Vec<Ancestry>,
+}
+
+impl<S> History<S> {
+    /// Number of steps `T`.
+    pub fn len(&self) -> usize {
+        self.particles.len()
+    }
+    /// Whether no step was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.particles.is_empty()
+    }
+    /// Number of particles `N`.
+    pub fn n_particles(&self) -> usize {
+        self.particles.first().map_or(0, Particles::len)
+    }
+    /// State dimension `d`.
+    pub fn dim(&self) -> usize {
+        self.particles.first().map_or(0, Particles::dim)
+    }
+    /// Whether the genealogy is known at every step (no [`Ancestry::Unknown`]).
+    pub fn has_genealogy(&self) -> bool {
+        !self.ancestry.iter().any(|a| matches!(a, Ancestry::Unknown))
+    }
 }
 
 impl<S> SmcOutput<S> {
@@ -302,6 +398,12 @@ impl Smc {
         let mut out_conv = Vec::with_capacity(steps);
         let mut means = Vec::new();
         let mut covs = Vec::new();
+        let mut history = self.config.history.then(|| History {
+            particles: Vec::with_capacity(steps),
+            log_weights: Vec::with_capacity(steps),
+            ancestry: Vec::with_capacity(steps),
+        });
+        let mut ancestors: Vec<usize> = Vec::new();
 
         // Step 0.
         {
@@ -321,16 +423,34 @@ impl Smc {
             }
             let mut resampled = false;
             let mut converged = true;
+            let mut ancestry = if t == 0 {
+                Ancestry::Initial
+            } else {
+                Ancestry::Identity
+            };
             if t > 0 {
                 // Decide on the value part of the current (normalised) weights.
                 if self.config.trigger.fires(cur_ess, n) {
-                    let info = resampler.resample(
-                        &cur,
-                        &lw,
-                        StreamKey::new(seed, t, Purpose::Resample),
-                        &mut res,
-                        &mut lw_res,
-                    )?;
+                    let key = StreamKey::new(seed, t, Purpose::Resample);
+                    let info = if history.is_some() {
+                        resampler.resample_with_ancestors(
+                            &cur,
+                            &lw,
+                            key,
+                            &mut res,
+                            &mut lw_res,
+                            &mut ancestors,
+                        )?
+                    } else {
+                        resampler.resample(&cur, &lw, key, &mut res, &mut lw_res)?
+                    };
+                    if info.resampled && history.is_some() {
+                        ancestry = if ancestors.len() == n {
+                            Ancestry::Indices(std::mem::take(&mut ancestors))
+                        } else {
+                            Ancestry::Unknown
+                        };
+                    }
                     if info.resampled {
                         std::mem::swap(&mut res, &mut cur);
                         std::mem::swap(&mut lw_res, &mut lw);
@@ -366,6 +486,11 @@ impl Smc {
             if let Some(tr) = trace.as_deref_mut() {
                 tr.states.push((values(cur.as_slice()), values(&lw)));
             }
+            if let Some(h) = history.as_mut() {
+                h.particles.push(cur.clone());
+                h.log_weights.push(lw.clone());
+                h.ancestry.push(ancestry);
+            }
             loglik += inc;
             out_inc.push(inc);
             out_ess.push(step_ess);
@@ -387,6 +512,7 @@ impl Smc {
             filter_covs: covs,
             particles: cur,
             log_weights: lw,
+            history,
         })
     }
 }

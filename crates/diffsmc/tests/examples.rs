@@ -114,3 +114,26 @@ fn guided_filter_example_reduces_the_spread() {
         "{rows:?}"
     );
 }
+
+#[path = "../examples/smoothing.rs"]
+mod smoothing;
+
+/// The smoothing example at a small size: every smoother beats the filter against RTS, and
+/// the PaRIS score has the sign and rough size of the exact score (N = 200, T = 40: the
+/// score's Monte Carlo sd is ~0.5 and ~1.2 per component, measured in tests/smoothing.rs).
+#[test]
+fn smoothing_example_smoothers_beat_the_filter() {
+    let s = smoothing::run(&smoothing::Options {
+        particles: 200,
+        steps: 40,
+        seed: 1,
+    })
+    .unwrap();
+    let filter = s.rows[0].mean_rmse;
+    for r in &s.rows[1..] {
+        assert!(r.mean_rmse < filter, "{r:?} vs filter {filter}");
+    }
+    for k in 0..2 {
+        assert!((s.score[k] - s.kalman_score[k]).abs() < 4.0, "{s:?}");
+    }
+}

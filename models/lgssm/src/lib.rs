@@ -530,7 +530,15 @@ impl<S: Scalar> StateSpaceModel<S> for LgssmData<S> {
         let lg = &self.model.lg;
         let dx = lg.state_dim();
         let a = lg.a_row_major();
-        let mut r = vec![S::zero(); dx];
+        // Smoothers call this O(N²) times per step: no allocation for small states.
+        let mut stack = [S::zero(); STACK_DIM];
+        let mut heap = Vec::new();
+        let r: &mut [S] = if dx <= STACK_DIM {
+            &mut stack[..dx]
+        } else {
+            heap.resize(dx, S::zero());
+            &mut heap
+        };
         for i in 0..dx {
             let ax = a[i * dx..(i + 1) * dx]
                 .iter()
@@ -538,7 +546,7 @@ impl<S: Scalar> StateSpaceModel<S> for LgssmData<S> {
                 .fold(S::zero(), |acc, (&aij, &xj)| acc + aij * xj);
             r[i] = x[i] - ax;
         }
-        Ok(gaussian_log_density_chol(lg.chol_q(), dx, &mut r))
+        Ok(gaussian_log_density_chol(lg.chol_q(), dx, r))
     }
     /// `log N(x; m0, P0)`.
     fn initial_log_density(&self, x: &[S]) -> Result<S> {

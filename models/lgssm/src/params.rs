@@ -204,3 +204,27 @@ impl LinearGaussianParametric for GeneralParams {
         &self.ys
     }
 }
+
+/// The state-space models of the paper's parametrisation, for the smoothers' Fisher-identity
+/// score ([`diffsmc::smooth::fisher_score`]).
+impl diffsmc::smooth::ParametricSsm for PaperParams {
+    type Ssm<S: Scalar> = LgssmData<S>;
+    fn n_params(&self) -> usize {
+        2
+    }
+    fn ssm<S: Scalar>(&self, theta: &[S]) -> Result<LgssmData<S>> {
+        Ok(self.model(theta)?.0)
+    }
+}
+
+/// The state-space models of the general parametrisation, for
+/// [`diffsmc::smooth::fisher_score`].
+impl diffsmc::smooth::ParametricSsm for GeneralParams {
+    type Ssm<S: Scalar> = LgssmData<S>;
+    fn n_params(&self) -> usize {
+        GeneralParams::n_params(self)
+    }
+    fn ssm<S: Scalar>(&self, theta: &[S]) -> Result<LgssmData<S>> {
+        self.lgssm(theta)?.with_data(self.ys.clone())
+    }
+}

@@ -283,7 +283,7 @@ fn copy_by_index<S: Scalar>(particles: &Particles<S>, ancestors: &[usize], out: 
 }
 
 /// Runs an index resampler on scalar particles: draws ancestors from the value part of the
-/// weights and copies particles.
+/// weights (into `ancestors`, resized to the output size) and copies particles.
 pub(crate) fn index_resample<S: Scalar, R: IndexResampler + ?Sized>(
     r: &R,
     particles: &Particles<S>,
@@ -291,7 +291,8 @@ pub(crate) fn index_resample<S: Scalar, R: IndexResampler + ?Sized>(
     key: StreamKey,
     out: &mut Particles<S>,
     out_log_weights: &mut [S],
-) -> Result<Vec<usize>> {
+    ancestors: &mut Vec<usize>,
+) -> Result<()> {
     check_shapes(particles, log_weights, out, out_log_weights)?;
     let w = weights_f64(log_weights);
     if w.iter().any(|v| !v.is_finite()) {
@@ -301,12 +302,13 @@ pub(crate) fn index_resample<S: Scalar, R: IndexResampler + ?Sized>(
             "normalised finite log-weights",
         ));
     }
-    let mut ancestors = vec![0; out.len()];
-    r.ancestors(&w, key, &mut ancestors);
-    copy_by_index(particles, &ancestors, out);
+    ancestors.clear();
+    ancestors.resize(out.len(), 0);
+    r.ancestors(&w, key, ancestors);
+    copy_by_index(particles, ancestors, out);
     let lw = -(out.len() as f64).ln();
     out_log_weights.fill(S::cst(lw));
-    Ok(ancestors)
+    Ok(())
 }
 
 macro_rules! index_resampler_impl {
@@ -323,7 +325,20 @@ macro_rules! index_resampler_impl {
                 out: &mut Particles<S>,
                 out_log_weights: &mut [S],
             ) -> Result<ResampleInfo> {
-                index_resample(self, particles, log_weights, key, out, out_log_weights)?;
+                let mut ancestors = Vec::new();
+                index_resample(self, particles, log_weights, key, out, out_log_weights, &mut ancestors)?;
+                Ok(ResampleInfo::RESAMPLED)
+            }
+            fn resample_with_ancestors(
+                &self,
+                particles: &Particles<S>,
+                log_weights: &[S],
+                key: StreamKey,
+                out: &mut Particles<S>,
+                out_log_weights: &mut [S],
+                ancestors: &mut Vec<usize>,
+            ) -> Result<ResampleInfo> {
+                index_resample(self, particles, log_weights, key, out, out_log_weights, ancestors)?;
                 Ok(ResampleInfo::RESAMPLED)
             }
         }
@@ -331,6 +346,34 @@ macro_rules! index_resampler_impl {
 }
 
 index_resampler_impl!(Multinomial, Systematic, Stratified, Residual, Ssp, Killing);
+
+impl StopGradient {
+    fn resample_into<S: Scalar>(
+        &self,
+        particles: &Particles<S>,
+        log_weights: &[S],
+        key: StreamKey,
+        out: &mut Particles<S>,
+        out_log_weights: &mut [S],
+        ancestors: &mut Vec<usize>,
+    ) -> Result<ResampleInfo> {
+        index_resample(
+            &Multinomial,
+            particles,
+            log_weights,
+            key,
+            out,
+            out_log_weights,
+            ancestors,
+        )?;
+        let ln_n = (out.len() as f64).ln();
+        for (o, &a) in out_log_weights.iter_mut().zip(ancestors.iter()) {
+            let lw = log_weights[a];
+            *o = lw - S::cst(lw.re()) - ln_n;
+        }
+        Ok(ResampleInfo::RESAMPLED)
+    }
+}
 
 impl<S: Scalar> Resampler<S> for StopGradient {
     fn name(&self) -> String {
@@ -344,19 +387,25 @@ impl<S: Scalar> Resampler<S> for StopGradient {
         out: &mut Particles<S>,
         out_log_weights: &mut [S],
     ) -> Result<ResampleInfo> {
-        let anc = index_resample(
-            &Multinomial,
+        let mut ancestors = Vec::new();
+        self.resample_into(
             particles,
             log_weights,
             key,
             out,
             out_log_weights,
-        )?;
-        let ln_n = (out.len() as f64).ln();
-        for (o, &a) in out_log_weights.iter_mut().zip(&anc) {
-            let lw = log_weights[a];
-            *o = lw - S::cst(lw.re()) - ln_n;
-        }
-        Ok(ResampleInfo::RESAMPLED)
+            &mut ancestors,
+        )
+    }
+    fn resample_with_ancestors(
+        &self,
+        particles: &Particles<S>,
+        log_weights: &[S],
+        key: StreamKey,
+        out: &mut Particles<S>,
+        out_log_weights: &mut [S],
+        ancestors: &mut Vec<usize>,
+    ) -> Result<ResampleInfo> {
+        self.resample_into(particles, log_weights, key, out, out_log_weights, ancestors)
     }
 }

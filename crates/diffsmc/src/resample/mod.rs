@@ -89,6 +89,41 @@ pub trait Resampler<S: Scalar>: Send + Sync + std::fmt::Debug {
         out: &mut Particles<S>,
         out_log_weights: &mut [S],
     ) -> Result<ResampleInfo>;
+
+    /// [`Resampler::resample`], also reporting the ancestor of every output particle when the
+    /// resampler copies by index: on return `ancestors` is empty (no ancestry: the default,
+    /// for resamplers that do not copy by index, such as diffusion, OT or Gumbel-softmax) or
+    /// holds `out.len()` indices into `particles` (`out[i]` is a copy of
+    /// `particles[ancestors[i]]`). The output particles and weights are those of
+    /// [`Resampler::resample`] with the same key, bit for bit.
+    ///
+    /// Index resamplers ([`Multinomial`], [`Systematic`], [`Stratified`], [`Residual`],
+    /// [`Ssp`], [`Killing`], [`StopGradient`]) override it. The driver calls it only when
+    /// the run keeps a history ([`crate::SmcConfig::with_history`]); fixed-lag smoothing
+    /// needs the genealogy it records.
+    ///
+    /// ```
+    /// use diffsmc::prelude::*;
+    /// let p = Particles::from_vec(3, 1, vec![0.0_f64, 1.0, 2.0])?;
+    /// let lw = vec![f64::NEG_INFINITY, 0.0, f64::NEG_INFINITY]; // all mass on particle 1
+    /// let (mut out, mut olw, mut anc) = (Particles::zeros(3, 1), vec![0.0; 3], Vec::new());
+    /// let key = StreamKey::new(1, 1, diffsmc::rng::Purpose::Resample);
+    /// Systematic.resample_with_ancestors(&p, &lw, key, &mut out, &mut olw, &mut anc)?;
+    /// assert_eq!(anc, vec![1, 1, 1]);
+    /// # Ok::<(), diffsmc::SmcError>(())
+    /// ```
+    fn resample_with_ancestors(
+        &self,
+        particles: &Particles<S>,
+        log_weights: &[S],
+        key: StreamKey,
+        out: &mut Particles<S>,
+        out_log_weights: &mut [S],
+        ancestors: &mut Vec<usize>,
+    ) -> Result<ResampleInfo> {
+        ancestors.clear();
+        self.resample(particles, log_weights, key, out, out_log_weights)
+    }
 }
 
 impl<S: Scalar, R: Resampler<S> + ?Sized> Resampler<S> for Box<R> {
@@ -104,6 +139,24 @@ impl<S: Scalar, R: Resampler<S> + ?Sized> Resampler<S> for Box<R> {
         out_log_weights: &mut [S],
     ) -> Result<ResampleInfo> {
         (**self).resample(particles, log_weights, key, out, out_log_weights)
+    }
+    fn resample_with_ancestors(
+        &self,
+        particles: &Particles<S>,
+        log_weights: &[S],
+        key: StreamKey,
+        out: &mut Particles<S>,
+        out_log_weights: &mut [S],
+        ancestors: &mut Vec<usize>,
+    ) -> Result<ResampleInfo> {
+        (**self).resample_with_ancestors(
+            particles,
+            log_weights,
+            key,
+            out,
+            out_log_weights,
+            ancestors,
+        )
     }
 }
 
