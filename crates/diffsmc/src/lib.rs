@@ -40,6 +40,7 @@ pub mod particles;
 pub mod resample;
 pub mod reverse;
 pub mod rng;
+pub mod samplers;
 pub mod scalar;
 pub mod smc;
 pub mod tape;
@@ -53,6 +54,10 @@ pub use particles::{
     Particles, ess, normalise_log_weights, weighted_mean, weighted_mean_cov, weights_f64,
 };
 pub use resample::{DiffusionConfig, DiffusionResampler, ResampleInfo, Resampler, ResamplerSpec};
+pub use samplers::{
+    MoveKind, Smc2, Smc2Config, Smc2Output, StaticTarget, TemperingConfig, TemperingOutput,
+    TemperingSampler,
+};
 pub use scalar::{Scalar, log_sum_exp};
 pub use smc::{Smc, SmcConfig, SmcOutput, Trigger};
 pub use tape::Rev;
