@@ -14,7 +14,9 @@ mod output;
 mod plot;
 mod plot_cmd;
 mod progress;
+mod sample_cmd;
 mod sde_cmd;
+mod smc2_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,6 +59,8 @@ enum Command {
     /// Reproduce the paper's experiments.
     #[command(subcommand)]
     Experiment(ExperimentCommand),
+    /// Sample a static Bayesian target by adaptive tempered SMC (evidence, posterior moments).
+    Sample(sample_cmd::SampleArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -314,6 +318,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Filter(a) => lgssm_cmd::filter(&a, cli.force, cli.quiet),
         Command::Fit(a) => fit::fit(&a, cli.quiet, cli.force),
         Command::Plot(a) => plot_cmd::plot(&a, cli.force),
+        Command::Sample(a) => sample_cmd::run(&a, cli.force, cli.quiet),
         Command::Experiment(ExperimentCommand::Lgssm {
             runs,
             particles,
