@@ -490,4 +490,81 @@ mod tests {
         let flat = vec![-1.0; n];
         assert_eq!(next_increment(&lw, &flat, 0.3, 0.5), 0.7);
     }
+
+    /// A 1-d target whose log-likelihood is a fixed value (NaN, -inf, …) or a quadratic.
+    struct Fixed(f64);
+    impl StaticTarget for Fixed {
+        fn dim(&self) -> usize {
+            1
+        }
+        fn log_prior<S: crate::Scalar>(&self, x: &[S]) -> S {
+            x[0] * x[0] * -0.5
+        }
+        fn log_likelihood<S: crate::Scalar>(&self, x: &[S]) -> S {
+            if self.0 == 0.0 {
+                x[0] * x[0] * -50.0
+            } else {
+                S::cst(self.0)
+            }
+        }
+        fn sample_prior(&self, rng: &mut crate::rng::StreamRng, out: &mut [f64]) {
+            out[0] = crate::rng::standard_normal(rng);
+        }
+    }
+
+    #[test]
+    fn bad_knobs_are_typed_errors() {
+        let bad = |r: Result<TemperingConfig>, name: &str| match r {
+            Err(SmcError::InvalidParameter { name: n, .. }) => assert_eq!(n, name),
+            other => panic!("expected an error for {name}, got {other:?}"),
+        };
+        bad(TemperingConfig::new(1), "particles");
+        let c = || TemperingConfig::new(100).unwrap();
+        bad(c().with_ess_target(0.0), "ess target");
+        bad(c().with_ess_target(1.0), "ess target");
+        bad(c().with_ess_target(f64::NAN), "ess target");
+        bad(
+            c().with_move(MoveKind::Hmc { leapfrog: 0 }),
+            "HMC leapfrog steps",
+        );
+        bad(c().with_target_acceptance(1.0), "target acceptance");
+        bad(c().with_initial_step(-1.0), "initial step");
+        bad(c().with_moves(0, 10, 0.01), "min moves");
+        bad(c().with_moves(5, 4, 0.01), "max moves");
+        bad(c().with_moves(1, 4, 1.0), "stuck probability");
+        bad(c().with_waste_free(Some(1)), "waste-free chain length");
+        bad(c().with_waste_free(Some(7)), "waste-free chain length");
+        bad(c().with_max_steps(0), "max tempering steps");
+    }
+
+    #[test]
+    fn bad_targets_are_typed_errors() {
+        use crate::resample::Systematic;
+        let s = TemperingSampler::new(TemperingConfig::new(50).unwrap());
+        let e = s.run(&Fixed(f64::NAN), &Systematic, 1).unwrap_err();
+        assert!(matches!(e, SmcError::NonFinite { step: 0, .. }), "{e}");
+        let e = s
+            .run(&Fixed(f64::NEG_INFINITY), &Systematic, 1)
+            .unwrap_err();
+        assert_eq!(e, SmcError::DegenerateWeights { step: 1 });
+        let capped = TemperingConfig::new(50)
+            .unwrap()
+            .with_ess_target(0.99)
+            .unwrap()
+            .with_max_steps(1)
+            .unwrap();
+        let e = TemperingSampler::new(capped)
+            .run(&Fixed(0.0), &Systematic, 1)
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                SmcError::InvalidParameter {
+                    name: "max tempering steps",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
 }
