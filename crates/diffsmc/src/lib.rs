@@ -11,6 +11,8 @@
 //!   the scalar, for linear Gaussian models.
 //! - [`linalg`]: Cholesky factors, triangular solves and log-determinants on any scalar.
 //! - [`rng`]: counter-based random streams (a seed fixes every result, whatever the threads).
+//! - [`samplers`]: adaptive tempered SMC for static targets (evidence, rw/MALA/HMC moves,
+//!   waste-free) and SMC² for state-space model parameters.
 //! - `testing` (cargo feature `testing`): proptest strategies and checkers for your own models
 //!   and resamplers (gradients, offspring counts, consistency, thread determinism, finite
 //!   potentials).
@@ -92,3 +94,7 @@ pub struct ParameterEstimationDoctests;
 #[cfg(all(doctest, feature = "testing"))]
 #[doc = include_str!("../../../docs/writing-a-model.md")]
 pub struct WritingAModelDoctests;
+/// docs/smc-samplers.md, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/smc-samplers.md")]
+pub struct SmcSamplersDoctests;
