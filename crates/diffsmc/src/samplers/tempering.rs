@@ -429,10 +429,7 @@ impl TemperingSampler {
                         let mean = a.iter().sum::<f64>() / n as f64;
                         total += mean;
                         k += 1;
-                        let adapted = adapt(kernel.step, mean);
-                        if adapted != kernel.step {
-                            kernel.step = adapted;
-                        }
+                        kernel.step = adapt(kernel.step, mean);
                         if k >= c.max_moves {
                             break;
                         }
