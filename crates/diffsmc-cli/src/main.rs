@@ -16,7 +16,9 @@ mod output;
 mod plot;
 mod plot_cmd;
 mod progress;
+mod sample_cmd;
 mod sde_cmd;
+mod smc2_cmd;
 mod smooth_cmd;
 
 use std::path::PathBuf;
@@ -70,6 +72,8 @@ enum Command {
     /// Smooth a linear Gaussian model with a particle smoother (FFBS, backward simulation,
     /// fixed-lag, PaRIS with the Fisher-identity score), against RTS and Kalman.
     Smooth(smooth_cmd::Args),
+    /// Sample a static Bayesian target by adaptive tempered SMC (evidence, posterior moments).
+    Sample(sample_cmd::SampleArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -328,6 +332,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Fit(a) => fit::fit(&a, cli.quiet, cli.force),
         Command::Plot(a) => plot_cmd::plot(&a, cli.force),
         Command::Smooth(a) => smooth_cmd::run(&a, cli.force, cli.quiet),
+        Command::Sample(a) => sample_cmd::run(&a, cli.force, cli.quiet),
         Command::Experiment(ExperimentCommand::Lgssm {
             runs,
             particles,

@@ -13,6 +13,8 @@
 //!   the scalar, for linear Gaussian models.
 //! - [`linalg`]: Cholesky factors, triangular solves and log-determinants on any scalar.
 //! - [`rng`]: counter-based random streams (a seed fixes every result, whatever the threads).
+//! - [`samplers`]: adaptive tempered SMC for static targets (evidence, rw/MALA/HMC moves,
+//!   waste-free) and SMC² for state-space model parameters.
 //! - `testing` (cargo feature `testing`): proptest strategies and checkers for your own models
 //!   and resamplers (gradients, offspring counts, consistency, thread determinism, finite
 //!   potentials).
@@ -43,6 +45,7 @@ pub mod par;
 pub mod particles;
 pub mod resample;
 pub mod rng;
+pub mod samplers;
 pub mod scalar;
 pub mod smc;
 pub mod tape;
@@ -57,6 +60,10 @@ pub use particles::{
     Particles, ess, normalise_log_weights, weighted_mean, weighted_mean_cov, weights_f64,
 };
 pub use resample::{DiffusionConfig, DiffusionResampler, ResampleInfo, Resampler, ResamplerSpec};
+pub use samplers::{
+    MoveKind, Smc2, Smc2Config, Smc2Output, StaticTarget, TemperingConfig, TemperingOutput,
+    TemperingSampler,
+};
 pub use scalar::{Scalar, log_sum_exp};
 pub use smc::{Smc, SmcConfig, SmcOutput, Trigger};
 pub use tape::Rev;
@@ -105,3 +112,7 @@ pub use smooth::{BackwardConfig, BackwardMethod, ParisConfig, SmoothedMoments};
 #[cfg(doctest)]
 #[doc = include_str!("../../../docs/smoothing.md")]
 pub struct SmoothingDoctests;
+/// docs/smc-samplers.md, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/smc-samplers.md")]
+pub struct SmcSamplersDoctests;
