@@ -87,3 +87,6 @@ pub struct ParameterEstimationDoctests;
 #[cfg(all(doctest, feature = "testing"))]
 #[doc = include_str!("../../../docs/writing-a-model.md")]
 pub struct WritingAModelDoctests;
+pub use bayes::{
+    GradientPmcmc, KalmanLikelihood, McmcConfig, ParticleGibbs, PfLikelihood, Pmmh, Posterior,
+};

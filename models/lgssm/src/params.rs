@@ -204,3 +204,30 @@ impl LinearGaussianParametric for GeneralParams {
         &self.ys
     }
 }
+
+impl diffsmc::bayes::StateSpaceFamily for PaperParams {
+    type Ssm<S: Scalar> = LgssmData<S>;
+    fn n_params(&self) -> usize {
+        2
+    }
+    fn ssm<S: Scalar>(&self, theta: &[S]) -> Result<LgssmData<S>> {
+        if theta.len() != 2 {
+            return Err(SmcError::DimensionMismatch {
+                what: "parameter vector θ",
+                expected: 2,
+                got: theta.len(),
+            });
+        }
+        Lgssm::paper(theta[0], theta[1], self.d)?.with_data(self.ys.clone())
+    }
+}
+
+impl diffsmc::bayes::StateSpaceFamily for GeneralParams {
+    type Ssm<S: Scalar> = LgssmData<S>;
+    fn n_params(&self) -> usize {
+        GeneralParams::n_params(self)
+    }
+    fn ssm<S: Scalar>(&self, theta: &[S]) -> Result<LgssmData<S>> {
+        self.lgssm(theta)?.with_data(self.ys.clone())
+    }
+}
