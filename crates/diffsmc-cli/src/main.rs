@@ -13,6 +13,7 @@ mod optimise;
 mod output;
 mod plot;
 mod plot_cmd;
+mod posterior_cmd;
 mod progress;
 mod sde_cmd;
 
@@ -57,6 +58,9 @@ enum Command {
     /// Reproduce the paper's experiments.
     #[command(subcommand)]
     Experiment(ExperimentCommand),
+    /// Bayesian parameter inference: PMMH, particle Gibbs, PMALA or PHMC chains with
+    /// convergence diagnostics.
+    Posterior(posterior_cmd::Args),
 }
 
 #[derive(Debug, Subcommand)]
@@ -314,6 +318,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Filter(a) => lgssm_cmd::filter(&a, cli.force, cli.quiet),
         Command::Fit(a) => fit::fit(&a, cli.quiet, cli.force),
         Command::Plot(a) => plot_cmd::plot(&a, cli.force),
+        Command::Posterior(a) => posterior_cmd::run(&a, cli.force, cli.quiet),
         Command::Experiment(ExperimentCommand::Lgssm {
             runs,
             particles,

@@ -90,3 +90,7 @@ pub struct WritingAModelDoctests;
 pub use bayes::{
     GradientPmcmc, KalmanLikelihood, McmcConfig, ParticleGibbs, PfLikelihood, Pmmh, Posterior,
 };
+/// docs/bayesian-inference.md, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/bayesian-inference.md")]
+pub struct BayesianInferenceDoctests;
