@@ -15,6 +15,7 @@ mod optimise;
 mod output;
 mod plot;
 mod plot_cmd;
+mod posterior_cmd;
 mod progress;
 mod sample_cmd;
 mod sde_cmd;
@@ -74,6 +75,9 @@ enum Command {
     Smooth(smooth_cmd::Args),
     /// Sample a static Bayesian target by adaptive tempered SMC (evidence, posterior moments).
     Sample(sample_cmd::SampleArgs),
+    /// Bayesian parameter inference: PMMH, particle Gibbs, PMALA or PHMC chains with
+    /// convergence diagnostics.
+    Posterior(posterior_cmd::Args),
 }
 
 #[derive(Debug, Subcommand)]
@@ -333,6 +337,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Plot(a) => plot_cmd::plot(&a, cli.force),
         Command::Smooth(a) => smooth_cmd::run(&a, cli.force, cli.quiet),
         Command::Sample(a) => sample_cmd::run(&a, cli.force, cli.quiet),
+        Command::Posterior(a) => posterior_cmd::run(&a, cli.force, cli.quiet),
         Command::Experiment(ExperimentCommand::Lgssm {
             runs,
             particles,

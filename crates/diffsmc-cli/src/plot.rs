@@ -399,3 +399,17 @@ pub fn landscape_panels(
         })
         .collect()
 }
+
+/// Draws charts on a grid of `cols` columns into one SVG (the caller checks overwriting).
+pub fn draw_grid(path: &Path, charts: &[Chart], cols: usize) -> Result<(), CliError> {
+    let cols = cols.max(1);
+    let rows = charts.len().div_ceil(cols).max(1);
+    let root = SVGBackend::new(path, (620 * cols as u32, 400 * rows as u32)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| perr(path, e))?;
+    let areas = root.split_evenly((rows, cols));
+    for (area, c) in areas.iter().zip(charts) {
+        c.draw_on(area).map_err(|e| perr(path, e))?;
+    }
+    root.present().map_err(|e| perr(path, e))?;
+    Ok(())
+}

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::error::CliError;
 use crate::output::check_writable;
-use crate::plot::{Chart, Series, Style, draw_heatmaps, landscape_panels};
+use crate::plot::{Chart, Series, Style, draw_grid, draw_heatmaps, landscape_panels};
 
 /// Arguments of `diffsmc plot`.
 #[derive(Debug, clap::Args)]
@@ -36,7 +36,9 @@ fn load(path: &Path) -> Result<Value, CliError> {
 }
 
 fn kind(v: &Value) -> &str {
-    if let Some(k) = v["experiment"].as_str() {
+    if v.get("samples").is_some() && v.get("summary").is_some() {
+        "posterior"
+    } else if let Some(k) = v["experiment"].as_str() {
         k
     } else if v.get("theta_hat").is_some() && v.get("loss_trace").is_some() {
         "fit"
@@ -199,6 +201,16 @@ pub fn plot(args: &PlotArgs, force: bool) -> Result<(), CliError> {
                 .draw_svg(&args.out)
             }
         }
+        "posterior" => {
+            if docs.len() != 1 {
+                return Err(CliError::flag(
+                    "files",
+                    "plot one posterior JSON at a time".to_string(),
+                ));
+            }
+            let (p, v) = &docs[0];
+            draw_grid(&args.out, &posterior_charts(v, p)?, 2)
+        }
         "lotka-volterra" | "fit" => {
             // One series per resampler: LV files hold one entry per resampler in
             // `by_resampler`; fit files hold one trace.
@@ -244,6 +256,128 @@ pub fn plot(args: &PlotArgs, force: bool) -> Result<(), CliError> {
             ),
         }),
     }
+}
+
+/// Per parameter: the trace of every chain, and a histogram of all chains' samples
+/// (density scale, √n bins) with one line per chain.
+fn posterior_charts(v: &Value, path: &Path) -> Result<Vec<Chart>, CliError> {
+    let bad = |m: &str| CliError::Data {
+        file: path.display().to_string(),
+        line: 0,
+        message: m.to_string(),
+    };
+    let chains: Vec<Vec<Vec<f64>>> = v["samples"]
+        .as_array()
+        .ok_or_else(|| bad("`samples` is not an array of chains"))?
+        .iter()
+        .map(|c| {
+            c.as_array()
+                .map(|rows| {
+                    rows.iter()
+                        .map(|r| {
+                            r.as_array()
+                                .map(|x| x.iter().map(f).collect())
+                                .unwrap_or_default()
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+        .collect();
+    let names: Vec<String> = v["parameters"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let p = chains
+        .iter()
+        .flat_map(|c| c.first())
+        .map(Vec::len)
+        .next()
+        .ok_or_else(|| bad("no samples"))?;
+    let method = v["method"].as_str().unwrap_or("posterior");
+    let mut charts = Vec::new();
+    for j in 0..p {
+        let name = names
+            .get(j)
+            .cloned()
+            .unwrap_or_else(|| format!("theta{}", j + 1));
+        let traces: Vec<Series> = chains
+            .iter()
+            .enumerate()
+            .map(|(c, ch)| Series {
+                name: format!("chain {c}"),
+                points: ch
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(k, r)| r.get(j).map(|&x| (k as f64, x)))
+                    .collect(),
+                style: Style::Line,
+                color: c,
+            })
+            .collect();
+        charts.push(Chart {
+            title: format!("{method}: trace of {name}"),
+            x_label: "iteration after burn-in".into(),
+            y_label: name.clone(),
+            series: traces,
+            bands: vec![],
+            log_y: false,
+        });
+        let all: Vec<f64> = chains
+            .iter()
+            .flatten()
+            .filter_map(|r| r.get(j).copied())
+            .filter(|x| x.is_finite())
+            .collect();
+        let (lo, hi) = all
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
+                (a.min(x), b.max(x))
+            });
+        let bins = ((all.len() as f64).sqrt() as usize).clamp(10, 80);
+        let width = ((hi - lo) / bins as f64).max(f64::MIN_POSITIVE);
+        let hist = |xs: &[f64]| -> Vec<(f64, f64)> {
+            let mut counts = vec![0usize; bins];
+            for &x in xs {
+                let b = (((x - lo) / width) as usize).min(bins - 1);
+                counts[b] += 1;
+            }
+            let n = xs.len().max(1) as f64;
+            counts
+                .iter()
+                .enumerate()
+                .map(|(b, &k)| (lo + (b as f64 + 0.5) * width, k as f64 / (n * width)))
+                .collect()
+        };
+        let mut series = vec![Series {
+            name: "all chains".into(),
+            points: hist(&all),
+            style: Style::Line,
+            color: 0,
+        }];
+        for (c, ch) in chains.iter().enumerate() {
+            let xs: Vec<f64> = ch.iter().filter_map(|r| r.get(j).copied()).collect();
+            series.push(Series {
+                name: format!("chain {c}"),
+                points: hist(&xs),
+                style: Style::Points,
+                color: c + 1,
+            });
+        }
+        charts.push(Chart {
+            title: format!("{method}: posterior density of {name}"),
+            x_label: name,
+            y_label: "density".into(),
+            series,
+            bands: vec![],
+            log_y: false,
+        });
+    }
+    Ok(charts)
 }
 
 #[cfg(test)]

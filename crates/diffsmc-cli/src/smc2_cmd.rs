@@ -1,5 +1,5 @@
 //! SMC² on the paper's linear Gaussian state-space model, for `diffsmc posterior --method
-//! smc2` (the integrator wires [`run_smc2_lgssm`] into that command).
+//! smc2`.
 
 use diffsmc::bayes::{Prior, ProductPrior};
 use diffsmc::resample::Systematic;
@@ -47,7 +47,6 @@ pub struct Smc2Report {
 ///
 /// Errors: no observations, rows of different lengths, a prior that is not 2-dimensional,
 /// fewer than 2 θ-particles or no x-particles.
-#[allow(dead_code)] // called by `posterior --method smc2`, wired in by the integrator
 pub fn run_smc2_lgssm(
     ys: &[Vec<f64>],
     prior: &ProductPrior,

@@ -116,3 +116,10 @@ pub struct SmoothingDoctests;
 #[cfg(doctest)]
 #[doc = include_str!("../../../docs/smc-samplers.md")]
 pub struct SmcSamplersDoctests;
+pub use bayes::{
+    GradientPmcmc, KalmanLikelihood, McmcConfig, ParticleGibbs, PfLikelihood, Pmmh, Posterior,
+};
+/// docs/bayesian-inference.md, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/bayesian-inference.md")]
+pub struct BayesianInferenceDoctests;

@@ -178,3 +178,16 @@ impl<S: Scalar, M: FeynmanKac<S> + ?Sized> FeynmanKac<S> for &M {
         (**self).log_potential(t, x_prev, x)
     }
 }
+
+/// A family of state-space models indexed by θ ∈ R^p, buildable for any scalar (like
+/// [`crate::grad::Parametric`], whose models are Feynman–Kac models): what
+/// [`crate::smooth::fisher_score`] differentiates and [`crate::bayes::ParticleGibbs`] samples. The LGSSM parametrisations (`diffsmc_lgssm::PaperParams`,
+/// `GeneralParams`) implement it.
+pub trait ParametricSsm: Sync {
+    /// The state-space model for scalar `S`.
+    type Ssm<S: Scalar>: StateSpaceModel<S>;
+    /// Number of parameters `p`.
+    fn n_params(&self) -> usize;
+    /// The model at `theta` (length `n_params()`).
+    fn ssm<S: Scalar>(&self, theta: &[S]) -> Result<Self::Ssm<S>>;
+}

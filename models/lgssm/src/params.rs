@@ -207,7 +207,7 @@ impl LinearGaussianParametric for GeneralParams {
 
 /// The state-space models of the paper's parametrisation, for the smoothers' Fisher-identity
 /// score ([`diffsmc::smooth::fisher_score`]).
-impl diffsmc::smooth::ParametricSsm for PaperParams {
+impl diffsmc::model::ParametricSsm for PaperParams {
     type Ssm<S: Scalar> = LgssmData<S>;
     fn n_params(&self) -> usize {
         2
@@ -219,7 +219,7 @@ impl diffsmc::smooth::ParametricSsm for PaperParams {
 
 /// The state-space models of the general parametrisation, for
 /// [`diffsmc::smooth::fisher_score`].
-impl diffsmc::smooth::ParametricSsm for GeneralParams {
+impl diffsmc::model::ParametricSsm for GeneralParams {
     type Ssm<S: Scalar> = LgssmData<S>;
     fn n_params(&self) -> usize {
         GeneralParams::n_params(self)

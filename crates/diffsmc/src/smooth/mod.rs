@@ -51,12 +51,12 @@ mod ffbs;
 mod fixed_lag;
 mod paris;
 
+pub use crate::model::ParametricSsm;
 pub use backward::{BackwardConfig, BackwardMethod, BackwardOutput, backward_simulation};
 pub use ffbs::{FfbsOutput, ffbs};
 pub use fixed_lag::fixed_lag;
 pub use paris::{
-    AdditiveFunctional, FisherScore, ParametricSsm, ParisConfig, ParisOutput, ScoreEstimate,
-    fisher_score, paris,
+    AdditiveFunctional, FisherScore, ParisConfig, ParisOutput, ScoreEstimate, fisher_score, paris,
 };
 
 use crate::error::{Result, SmcError};

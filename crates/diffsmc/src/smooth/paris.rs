@@ -6,7 +6,7 @@ use num_dual::DualSVec64;
 use super::backward::{BackwardKernel, BackwardMethod};
 use super::{check_model, history_of};
 use crate::error::{Result, SmcError};
-use crate::model::{Bootstrap, StateSpaceModel};
+use crate::model::{Bootstrap, ParametricSsm, StateSpaceModel};
 use crate::resample::Resampler;
 use crate::rng::{Purpose, StreamKey};
 use crate::scalar::Scalar;
@@ -211,19 +211,6 @@ where
         draws: n * nt * (steps - 1),
         fallbacks,
     })
-}
-
-/// A family of state-space models indexed by θ ∈ R^p, buildable for any scalar (like
-/// [`crate::grad::Parametric`], whose models are Feynman–Kac models): what
-/// [`fisher_score`] differentiates. The LGSSM parametrisations (`diffsmc_lgssm::PaperParams`,
-/// `GeneralParams`) implement it.
-pub trait ParametricSsm: Sync {
-    /// The state-space model for scalar `S`.
-    type Ssm<S: Scalar>: StateSpaceModel<S>;
-    /// Number of parameters `p`.
-    fn n_params(&self) -> usize;
-    /// The model at `theta` (length `n_params()`).
-    fn ssm<S: Scalar>(&self, theta: &[S]) -> Result<Self::Ssm<S>>;
 }
 
 /// Dual width of the score's derivative chunks.
