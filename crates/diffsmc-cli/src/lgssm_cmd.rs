@@ -160,32 +160,31 @@ fn run_model<M: FeynmanKac<f64>>(
 }
 
 /// The filtering moments of the auxiliary filter at every step: the driver's weights at step
-/// `t < T − 1` carry the look-ahead `η_{t+1}`, so the moments come from the run truncated to
-/// `t + 1` steps (the same seed draws the same particles up to `t`, and its last weights are
-/// the filter's). Costs `T(T − 1)/2` further steps.
-fn auxiliary_moments<F: FeynmanKac<f64> + Clone, L: diffsmc::LookAhead<f64> + Clone>(
+/// `t < T − 1` carry the look-ahead `η_{t+1}`, so they are corrected on the run's recorded
+/// history ([`Auxiliary::filter_log_weights`]); one run with the same seed as `last` (the
+/// history does not change a run), so O(T) steps.
+fn auxiliary_moments<F: FeynmanKac<f64>, L: diffsmc::LookAhead<f64>>(
     apf: &Auxiliary<F, L>,
     config: &SmcConfig,
     resampler: &dyn Resampler<f64>,
     seed: u64,
-    last: &SmcOutput<f64>,
-    quiet: bool,
 ) -> Result<Moments, CliError> {
-    let steps = apf.steps();
-    let smc = Smc::new(config.clone().with_filter_moments(false));
-    let pb = crate::progress::bar(steps as u64, "filtering moments", quiet);
-    let (mut means, mut covs) = (Vec::with_capacity(steps), Vec::with_capacity(steps));
-    for t in 0..steps - 1 {
-        let out: SmcOutput<f64> = smc.run(&apf.clone().with_steps(t + 1)?, resampler, seed)?;
-        let (m, c) = weighted_mean_cov(&out.particles, &out.log_weights);
+    let smc = Smc::new(config.clone().with_filter_moments(false).with_history(true));
+    let out: SmcOutput<f64> = smc.run(apf, resampler, seed)?;
+    let history = out
+        .history
+        .as_ref()
+        .ok_or_else(|| CliError::flag("algorithm", "the run kept no history"))?;
+    let (mut means, mut covs) = (
+        Vec::with_capacity(history.len()),
+        Vec::with_capacity(history.len()),
+    );
+    for t in 0..history.len() {
+        let lw = apf.filter_log_weights(t, &history.particles[t], &history.log_weights[t])?;
+        let (m, c) = weighted_mean_cov(&history.particles[t], &lw);
         means.push(m);
         covs.push(c);
-        pb.inc(1);
     }
-    pb.finish_and_clear();
-    let (m, c) = weighted_mean_cov(&last.particles, &last.log_weights);
-    means.push(m);
-    covs.push(c);
     Ok((means, covs))
 }
 
@@ -218,14 +217,7 @@ fn run_algorithm(
             )?;
             let out = run_model(&apf, config, resampler, seed, quiet)?;
             let mc = if args.json.is_some() || args.plot.is_some() {
-                let t0 = Instant::now();
-                let mc = auxiliary_moments(&apf, config, resampler, seed, &out, quiet)?;
-                eprintln!(
-                    "note: the auxiliary filter's filtering moments took {} truncated runs ({:.3} s)",
-                    apf.steps() - 1,
-                    t0.elapsed().as_secs_f64()
-                );
-                mc
+                auxiliary_moments(&apf, config, resampler, seed)?
             } else {
                 (Vec::new(), Vec::new())
             };
