@@ -7,7 +7,8 @@ use crate::grad::{BuildResampler, Parametric};
 use crate::model::FeynmanKac;
 use crate::par::map_chunks;
 use crate::particles::Particles;
-use crate::rng::{Purpose, StreamKey};
+use crate::rng::StreamKey;
+use crate::smc::step::{move_key, move_particle, resample_key};
 use crate::smc::{Smc, SmcConfig, Trace};
 use crate::tape::{self, Rev};
 
@@ -77,7 +78,7 @@ pub(crate) fn value_and_gradient<P: Parametric, B: BuildResampler>(
             let (x_prev, lw_prev) = &trace.states[t - 1];
             resample_backward(
                 &*rrev,
-                StreamKey::new(seed, t, Purpose::Resample),
+                resample_key(seed, t),
                 n,
                 d,
                 x_prev,
@@ -117,19 +118,14 @@ fn move_chunk<P: Parametric>(
         let mut xp = vec![Rev::constant(0.0); m * d];
         let mut x = vec![Rev::constant(0.0); d];
         for (j, i) in range.clone().enumerate() {
-            let mut rng = key.rng(i);
             let xpj = &mut xp[j * d..(j + 1) * d];
             let g = match xin {
-                None => {
-                    model.sample_initial(&mut rng, &mut x);
-                    model.log_potential_initial(&x)
-                }
+                None => move_particle(&model, t, key, i, None, &mut x),
                 Some(xin) => {
                     for (v, &r) in xpj.iter_mut().zip(&xin[i * d..(i + 1) * d]) {
                         *v = Rev::var(r);
                     }
-                    model.sample_transition(t, xpj, &mut rng, &mut x);
-                    model.log_potential(t, xpj, &x)
+                    move_particle(&model, t, key, i, Some(xpj), &mut x)
                 }
             };
             seeds.extend(x.iter().zip(&ax[i * d..(i + 1) * d]).map(|(&v, &a)| (v, a)));
@@ -162,7 +158,7 @@ fn move_backward<P: Parametric>(
     grad: &mut [f64],
     axin: &mut [f64],
 ) -> Result<()> {
-    let key = StreamKey::new(seed, t, Purpose::Move);
+    let key = move_key(seed, t);
     let chunks = n.div_ceil(MOVE_CHUNK);
     let one = |c: usize| {
         let range = c * MOVE_CHUNK..((c + 1) * MOVE_CHUNK).min(n);

@@ -20,6 +20,7 @@ use crate::particles::{Particles, ess, weighted_mean_cov};
 use crate::resample::IndexResampler;
 use crate::rng::{Purpose, StreamKey, derive_seed, fill_standard_normal};
 use crate::scalar::log_sum_exp;
+use crate::smc::step::{move_key, move_particle, resample_key};
 
 const TAG_PRIOR: u32 = 0x5332_0001;
 const TAG_PMMH: u32 = 0x5332_0002;
@@ -205,21 +206,16 @@ impl PfState {
         let d = model.dim();
         let n = self.lw.len();
         let t = self.t;
-        let key = StreamKey::new(self.stream, t, Purpose::Move);
+        let key = move_key(self.stream, t);
         if t == 0 {
             for (i, (x, w)) in self.x.chunks_exact_mut(d).zip(&mut self.lw).enumerate() {
-                model.sample_initial(&mut key.rng(i), x);
-                *w += model.log_potential_initial(x);
+                *w += move_particle(model, 0, key, i, None, x);
             }
         } else {
             if ess(&self.lw) < x_ess * n as f64 {
                 let w: Vec<f64> = self.lw.iter().map(|v| v.exp()).collect();
                 let mut anc = vec![0; n];
-                resampler.ancestors(
-                    &w,
-                    StreamKey::new(self.stream, t, Purpose::Resample),
-                    &mut anc,
-                );
+                resampler.ancestors(&w, resample_key(self.stream, t), &mut anc);
                 let old = std::mem::take(&mut self.x);
                 self.x = anc
                     .iter()
@@ -230,8 +226,7 @@ impl PfState {
             let prev = self.x.clone();
             for (i, (x, w)) in self.x.chunks_exact_mut(d).zip(&mut self.lw).enumerate() {
                 let xp = &prev[i * d..(i + 1) * d];
-                model.sample_transition(t, xp, &mut key.rng(i), x);
-                *w += model.log_potential(t, xp, x);
+                *w += move_particle(model, t, key, i, Some(xp), x);
             }
         }
         self.t += 1;

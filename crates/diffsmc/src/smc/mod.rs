@@ -1,10 +1,11 @@
-//! The SMC driver.
+//! The SMC driver; `step` holds the one particle step it shares with the reverse pass and
+//! SMC².
 
+pub(crate) mod step;
 use crate::error::{Result, SmcError};
 use crate::model::FeynmanKac;
 use crate::particles::{Particles, weighted_mean_cov};
 use crate::resample::Resampler;
-use crate::rng::{Purpose, StreamKey};
 use crate::scalar::Scalar;
 
 /// When to resample.
@@ -407,11 +408,9 @@ impl Smc {
 
         // Step 0.
         {
-            let key = StreamKey::new(seed, 0, Purpose::Move);
+            let key = step::move_key(seed, 0);
             for_each_particle(d, cur.as_mut_slice(), &mut lw, parallel, |i, x| {
-                let mut rng = key.rng(i);
-                model.sample_initial(&mut rng, x);
-                model.log_potential_initial(x)
+                step::move_particle(model, 0, key, i, None, x)
             });
         }
         let mut loglik = S::zero();
@@ -431,7 +430,7 @@ impl Smc {
             if t > 0 {
                 // Decide on the value part of the current (normalised) weights.
                 if self.config.trigger.fires(cur_ess, n) {
-                    let key = StreamKey::new(seed, t, Purpose::Resample);
+                    let key = step::resample_key(seed, t);
                     let info = if history.is_some() {
                         resampler.resample_with_ancestors(
                             &cur,
@@ -462,13 +461,10 @@ impl Smc {
                     converged = info.converged;
                 }
                 std::mem::swap(&mut prev, &mut cur);
-                let key = StreamKey::new(seed, t, Purpose::Move);
+                let key = step::move_key(seed, t);
                 let prev_ref = &prev;
                 for_each_particle(d, cur.as_mut_slice(), &mut lw, parallel, |i, x| {
-                    let mut rng = key.rng(i);
-                    let xp = prev_ref.particle(i);
-                    model.sample_transition(t, xp, &mut rng, x);
-                    model.log_potential(t, xp, x)
+                    step::move_particle(model, t, key, i, Some(prev_ref.particle(i)), x)
                 });
             }
             // Increment: previous weights normalised (uniform at t = 0). One pass of
