@@ -61,7 +61,7 @@ use rand::RngExt;
 
 use crate::bayes::mcmc::{
     Chain, LogLikelihood, McmcConfig, PfLikelihood, Posterior, TAG_ACCEPT, TAG_PROPOSE,
-    log_prior_phi, run_chains, start_point,
+    check_param_dim, log_prior_phi, run_chains, start_point,
 };
 use crate::bayes::prior::{Prior, ProductPrior};
 use crate::bayes::transform::Transforms;
@@ -221,13 +221,11 @@ impl GradientPmcmc {
         config: &McmcConfig,
         progress: &(dyn Fn() + Sync),
     ) -> Result<Posterior> {
-        if model.n_params() != prior.dim() {
-            return Err(SmcError::DimensionMismatch {
-                what: "prior dimension vs model parameters",
-                expected: model.n_params(),
-                got: prior.dim(),
-            });
-        }
+        check_param_dim(
+            "prior dimension vs model parameters",
+            model.n_params(),
+            prior.dim(),
+        )?;
         let t = Target {
             model,
             smc,

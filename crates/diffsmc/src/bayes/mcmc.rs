@@ -334,6 +334,19 @@ pub(crate) fn start_point<Pr: Prior + ?Sized>(
     ))
 }
 
+/// The dimension check every sampler makes before its chains: `got` (the prior's or the
+/// θ-update's dimension) must equal the model's number of parameters.
+pub(crate) fn check_param_dim(what: &'static str, n_params: usize, got: usize) -> Result<()> {
+    if n_params != got {
+        return Err(SmcError::DimensionMismatch {
+            what,
+            expected: n_params,
+            got,
+        });
+    }
+    Ok(())
+}
+
 /// Runs `chain(c)` for every chain (on rayon threads, one chain per task; the results come
 /// back in chain order, so nothing depends on the number of threads).
 pub(crate) fn run_chains(

@@ -30,7 +30,8 @@
 use rand::RngExt;
 
 use crate::bayes::mcmc::{
-    Chain, McmcConfig, Posterior, TAG_CSMC, TAG_INIT, TAG_THETA, log_prior_phi, run_chains,
+    Chain, McmcConfig, Posterior, TAG_CSMC, TAG_INIT, TAG_THETA, check_param_dim, log_prior_phi,
+    run_chains,
 };
 use crate::bayes::prior::{Prior, ProductPrior};
 use crate::bayes::transform::Transforms;
@@ -394,13 +395,11 @@ impl ParticleGibbs {
         config: &McmcConfig,
         progress: &(dyn Fn() + Sync),
     ) -> Result<Posterior> {
-        if family.n_params() != update.dim() {
-            return Err(SmcError::DimensionMismatch {
-                what: "θ-update dimension vs model parameters",
-                expected: family.n_params(),
-                got: update.dim(),
-            });
-        }
+        check_param_dim(
+            "θ-update dimension vs model parameters",
+            family.n_params(),
+            update.dim(),
+        )?;
         run_chains("pgibbs", config, |c| {
             self.chain(family, update, config, c, progress)
         })

@@ -30,7 +30,7 @@
 
 use crate::bayes::mcmc::{
     AdaptiveRw, Chain, LogLikelihood, McmcConfig, Posterior, TAG_ACCEPT, TAG_PROPOSE,
-    log_prior_phi, run_chains, start_point,
+    check_param_dim, log_prior_phi, run_chains, start_point,
 };
 use crate::bayes::prior::{Prior, ProductPrior};
 use crate::bayes::transform::Transforms;
@@ -118,13 +118,11 @@ impl Pmmh {
         config: &McmcConfig,
         progress: &(dyn Fn() + Sync),
     ) -> Result<Posterior> {
-        if loglik.n_params() != prior.dim() {
-            return Err(SmcError::DimensionMismatch {
-                what: "prior dimension vs model parameters",
-                expected: loglik.n_params(),
-                got: prior.dim(),
-            });
-        }
+        check_param_dim(
+            "prior dimension vs model parameters",
+            loglik.n_params(),
+            prior.dim(),
+        )?;
         run_chains("pmmh", config, |c| {
             self.chain(loglik, prior, transforms, config, c, progress)
         })
