@@ -872,3 +872,78 @@ fn dual_runs_match_f64_runs() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Models that need index resampling.
+// ---------------------------------------------------------------------------------------------
+
+/// The 1-D model of [`Lg`] as a Feynman–Kac model that declares it needs index resampling.
+struct NeedsCopies(Bootstrap<Lg<f64>>);
+
+impl FeynmanKac<f64> for NeedsCopies {
+    fn dim(&self) -> usize {
+        self.0.dim()
+    }
+    fn n_steps(&self) -> usize {
+        self.0.n_steps()
+    }
+    fn sample_initial(&self, rng: &mut StreamRng, x: &mut [f64]) {
+        self.0.sample_initial(rng, x)
+    }
+    fn log_potential_initial(&self, x: &[f64]) -> f64 {
+        self.0.log_potential_initial(x)
+    }
+    fn sample_transition(&self, t: usize, xp: &[f64], rng: &mut StreamRng, x: &mut [f64]) {
+        self.0.sample_transition(t, xp, rng, x)
+    }
+    fn log_potential(&self, t: usize, xp: &[f64], x: &[f64]) -> f64 {
+        self.0.log_potential(t, xp, x)
+    }
+    fn requires_index_resampling(&self) -> Option<&'static str> {
+        Some("test reason")
+    }
+}
+
+/// A model that needs index resampling runs with every index resampler (bit-identical to the
+/// same model without the requirement) and refuses the ones that move particles, also through
+/// a reference; a model without the requirement takes every resampler.
+#[test]
+fn models_that_need_copies_refuse_moving_resamplers() {
+    let inner = Bootstrap(lg(0.9, 0.5, 0.3, 1.0, 20, 3));
+    let needs = NeedsCopies(inner.clone());
+    let smc = Smc::new(SmcConfig::new(64).unwrap());
+    let mut moving = Vec::new();
+    for name in ResamplerSpec::NAMES {
+        let r = name
+            .parse::<ResamplerSpec>()
+            .unwrap()
+            .build::<f64>()
+            .unwrap();
+        let free: SmcOutput<f64> = smc.run(&inner, &*r, 8).unwrap();
+        if r.copies_by_index() {
+            let out: SmcOutput<f64> = smc.run(&needs, &*r, 8).unwrap();
+            assert_bit_identical(&out, &free, name);
+        } else {
+            moving.push(r.name());
+            for res in [
+                smc.run::<f64, _, _>(&needs, &*r, 8),
+                smc.run(&&needs, &*r, 8),
+            ] {
+                let err = res.unwrap_err();
+                assert_eq!(
+                    err,
+                    SmcError::IncompatibleResampler {
+                        resampler: r.name(),
+                        reason: "test reason"
+                    }
+                );
+                assert!(err.to_string().contains("moves particles"), "{err}");
+            }
+        }
+    }
+    let kinds: Vec<&str> = moving
+        .iter()
+        .map(|n| n.split(':').next().unwrap())
+        .collect();
+    assert_eq!(kinds, ["diffusion", "ot", "gumbel"]);
+}

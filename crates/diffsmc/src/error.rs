@@ -60,6 +60,20 @@ pub enum SmcError {
         /// The method that needs it, e.g. `"FFBS smoothing"`.
         needed_by: &'static str,
     },
+    /// The model's weights are only valid when every resampled particle is a copy of a
+    /// weighted particle (see [`crate::FeynmanKac::requires_index_resampling`]), and the
+    /// resampler moves particles to new points (diffusion, OT, Gumbel-softmax).
+    #[error(
+        "resampler `{resampler}` moves particles to new points, but this model needs an index \
+         resampler (multinomial, systematic, stratified, residual, ssp, killing, stop-gradient, soft): \
+         {reason}"
+    )]
+    IncompatibleResampler {
+        /// The resampler's name.
+        resampler: String,
+        /// Why the model needs index resampling.
+        reason: &'static str,
+    },
     /// A resampler specification string could not be parsed.
     #[error("cannot parse resampler spec `{spec}`: {reason}")]
     BadSpec {

@@ -53,6 +53,17 @@ pub trait FeynmanKac<S: Scalar>: Sync {
     fn sample_transition(&self, t: usize, x_prev: &[S], rng: &mut StreamRng, x: &mut [S]);
     /// `log G_t(x_prev, x)` for `t ≥ 1`.
     fn log_potential(&self, t: usize, x_prev: &[S], x: &[S]) -> S;
+
+    /// Why this model's weights are valid only if every resampled particle is a copy of a
+    /// weighted particle, or `None` (the default: any resampler). A model whose potential
+    /// divides by the previous step's target density at `x_prev` (an SMC sampler with a
+    /// backward kernel, such as the diffusion-prior posterior sampler) returns a reason: a
+    /// resampler that moves particles (diffusion, OT, Gumbel-softmax) can hand the move a point
+    /// where that density is tiny, and the weight then explodes. [`crate::Smc::run`] refuses
+    /// such a pair with [`crate::SmcError::IncompatibleResampler`] carrying the reason.
+    fn requires_index_resampling(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// A state-space model: hidden Markov states with an observation density. The data live in
@@ -176,6 +187,9 @@ impl<S: Scalar, M: FeynmanKac<S> + ?Sized> FeynmanKac<S> for &M {
     }
     fn log_potential(&self, t: usize, x_prev: &[S], x: &[S]) -> S {
         (**self).log_potential(t, x_prev, x)
+    }
+    fn requires_index_resampling(&self) -> Option<&'static str> {
+        (**self).requires_index_resampling()
     }
 }
 

@@ -602,6 +602,18 @@ impl<S: Scalar, P: DiffusionPrior<S>> FeynmanKac<S> for DiffusionPosterior<P> {
         };
         log_prior_over_q + twist_new - twist_prev
     }
+
+    /// The potential divides by the previous target `p_{τ_k}(x_prev) ỹ_k(x_prev)` (exact
+    /// targets) or by `ỹ_k(x_prev)` (discretised targets): a resampler that moves particles
+    /// puts some between the prior's modes, where that is tiny, and the weights explode
+    /// (measured in `docs/diffusion-prior.md`). The driver refuses such resamplers.
+    fn requires_index_resampling(&self) -> Option<&'static str> {
+        Some(
+            "the diffusion-prior sampler's potential divides by the previous target density \
+             at the resampled point, which a moved particle can make arbitrarily small \
+             (docs/diffusion-prior.md, \"Resamplers that move particles\")",
+        )
+    }
 }
 
 /// A Feynman–Kac model with the moves of `M` and every potential zero: the proposal run

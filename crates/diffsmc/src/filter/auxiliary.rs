@@ -259,6 +259,9 @@ impl<S: Scalar, F: FeynmanKac<S>, L: LookAhead<S>> FeynmanKac<S> for Auxiliary<F
         self.inner.log_potential(t, x_prev, x) + self.twist(t, x)
             - self.look_ahead.log_look_ahead(t, x_prev)
     }
+    fn requires_index_resampling(&self) -> Option<&'static str> {
+        self.inner.requires_index_resampling()
+    }
 }
 
 #[cfg(test)]

@@ -317,6 +317,9 @@ macro_rules! index_resampler_impl {
             fn name(&self) -> String {
                 self.index_name().to_string()
             }
+            fn copies_by_index(&self) -> bool {
+                true
+            }
             fn resample(
                 &self,
                 particles: &Particles<S>,
@@ -378,6 +381,9 @@ impl StopGradient {
 impl<S: Scalar> Resampler<S> for StopGradient {
     fn name(&self) -> String {
         "stop-gradient".to_string()
+    }
+    fn copies_by_index(&self) -> bool {
+        true
     }
     fn resample(
         &self,

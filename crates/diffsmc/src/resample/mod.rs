@@ -80,6 +80,24 @@ pub trait Resampler<S: Scalar>: Send + Sync + std::fmt::Debug {
     /// A short name for logs and tables, e.g. `"systematic"`.
     fn name(&self) -> String;
 
+    /// Whether every output particle is a copy of an input particle (index resamplers, soft
+    /// and stop-gradient resampling: `true`), rather than a new point (diffusion, OT,
+    /// Gumbel-softmax: `false`, the default). The driver refuses a resampler that returns
+    /// `false` for a model whose [`crate::FeynmanKac::requires_index_resampling`] says why it
+    /// needs copies ([`crate::SmcError::IncompatibleResampler`]).
+    ///
+    /// ```
+    /// use diffsmc::prelude::*;
+    /// use diffsmc::resample::ResamplerSpec;
+    /// assert!(Resampler::<f64>::copies_by_index(&Systematic));
+    /// let diffusion = "diffusion:T=2,K=8".parse::<ResamplerSpec>()?.build::<f64>()?;
+    /// assert!(!diffusion.copies_by_index());
+    /// # Ok::<(), diffsmc::SmcError>(())
+    /// ```
+    fn copies_by_index(&self) -> bool {
+        false
+    }
+
     /// Resamples `particles` with normalised `log_weights` into `out` / `out_log_weights`.
     fn resample(
         &self,
@@ -129,6 +147,9 @@ pub trait Resampler<S: Scalar>: Send + Sync + std::fmt::Debug {
 impl<S: Scalar, R: Resampler<S> + ?Sized> Resampler<S> for Box<R> {
     fn name(&self) -> String {
         (**self).name()
+    }
+    fn copies_by_index(&self) -> bool {
+        (**self).copies_by_index()
     }
     fn resample(
         &self,

@@ -86,6 +86,10 @@ impl<S: Scalar> Resampler<S> for SoftResampler {
         format!("soft:alpha={}", self.alpha)
     }
 
+    fn copies_by_index(&self) -> bool {
+        true
+    }
+
     fn resample(
         &self,
         particles: &Particles<S>,

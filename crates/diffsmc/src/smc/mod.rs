@@ -350,7 +350,9 @@ impl Smc {
     /// Runs the particle filter for `model` with `resampler`; `seed` fixes every random draw.
     ///
     /// Errors: [`SmcError::DegenerateWeights`] naming the step where all weights vanished (or
-    /// became NaN); errors of the resampler; a model with zero steps or zero dimension.
+    /// became NaN); errors of the resampler; a model with zero steps or zero dimension;
+    /// [`SmcError::IncompatibleResampler`] for a resampler that moves particles and a model
+    /// that [requires index resampling](FeynmanKac::requires_index_resampling).
     pub fn run<S, M, R>(&self, model: &M, resampler: &R, seed: u64) -> Result<SmcOutput<S>>
     where
         S: Scalar,
@@ -383,6 +385,7 @@ impl Smc {
         if d == 0 {
             return Err(SmcError::invalid("model dimension", 0, "at least 1"));
         }
+        check_resampler(model, resampler)?;
         let parallel = n >= self.config.parallel_min_particles;
         let moments = self.config.filter_moments;
         let ln_n = (n as f64).ln();
@@ -510,5 +513,22 @@ impl Smc {
             log_weights: lw,
             history,
         })
+    }
+}
+
+/// [`SmcError::IncompatibleResampler`] if `model` requires index resampling and `resampler`
+/// moves particles; shared by every driver that runs a [`FeynmanKac`] model.
+pub(crate) fn check_resampler<S, M, R>(model: &M, resampler: &R) -> Result<()>
+where
+    S: Scalar,
+    M: FeynmanKac<S> + ?Sized,
+    R: Resampler<S> + ?Sized,
+{
+    match model.requires_index_resampling() {
+        Some(reason) if !resampler.copies_by_index() => Err(SmcError::IncompatibleResampler {
+            resampler: resampler.name(),
+            reason,
+        }),
+        _ => Ok(()),
     }
 }
