@@ -34,6 +34,9 @@ pub trait Communicator {
     /// rank `r` (`send_counts.len() == size`). Returns what every rank sent to this one,
     /// concatenated in source-rank order, and the count from each source.
     fn all_to_all_v(&self, send: &[f64], send_counts: &[usize]) -> (Vec<f64>, Vec<usize>);
+    /// Every rank's `local` (of any length), concatenated in rank order, on `root` (`None`
+    /// on the other ranks).
+    fn gather_v(&self, root: usize, local: &[f64]) -> Option<Vec<f64>>;
     /// Every rank's bytes on `root`, in rank order (`None` on the other ranks).
     fn gather_bytes(&self, root: usize, local: &[u8]) -> Option<Vec<Vec<u8>>>;
     /// `root`'s `buf` copied into `buf` on every rank.
@@ -85,6 +88,9 @@ impl Communicator for SingleRank {
     fn all_to_all_v(&self, send: &[f64], send_counts: &[usize]) -> (Vec<f64>, Vec<usize>) {
         assert_eq!(send_counts.len(), 1, "all_to_all_v: one count per rank");
         (send.to_vec(), vec![send.len()])
+    }
+    fn gather_v(&self, _root: usize, local: &[f64]) -> Option<Vec<f64>> {
+        Some(local.to_vec())
     }
     fn gather_bytes(&self, _root: usize, local: &[u8]) -> Option<Vec<Vec<u8>>> {
         Some(vec![local.to_vec()])
@@ -295,6 +301,19 @@ impl Communicator for ThreadComm {
         let counts = got.iter().map(Vec::len).collect();
         (got.concat(), counts)
     }
+    fn gather_v(&self, root: usize, local: &[f64]) -> Option<Vec<f64>> {
+        let per = (0..self.size)
+            .map(|r| {
+                Payload::F64(if r == root {
+                    local.to_vec()
+                } else {
+                    Vec::new()
+                })
+            })
+            .collect();
+        let got = self.exchange(per);
+        (self.rank == root).then(|| got.into_iter().flat_map(f64s).collect())
+    }
     fn gather_bytes(&self, root: usize, local: &[u8]) -> Option<Vec<Vec<u8>>> {
         let per = (0..self.size)
             .map(|r| {
@@ -326,18 +345,6 @@ impl Communicator for ThreadComm {
     }
 }
 
-/// `f64` values as little-endian bytes (for [`Communicator::gather_bytes`]).
-pub(crate) fn f64s_to_bytes(v: &[f64]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-/// The inverse of [`f64s_to_bytes`].
-pub(crate) fn bytes_to_f64s(b: &[u8]) -> Vec<f64> {
-    b.chunks_exact(8)
-        .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,6 +361,13 @@ mod tests {
                     .collect();
                 let (recv, rc) = c.all_to_all_v(&send, &counts);
                 let g = c.gather_bytes(1 % k, &[r as u8; 2]);
+                let gv = c.gather_v(k - 1, &vec![r as f64; r]);
+                if r == k - 1 {
+                    let want: Vec<f64> = (0..k).flat_map(|s| vec![s as f64; s]).collect();
+                    assert_eq!(gv.unwrap(), want);
+                } else {
+                    assert!(gv.is_none());
+                }
                 let mut b = if r == 0 { vec![7, 8, 9] } else { Vec::new() };
                 c.broadcast_bytes(0, &mut b);
                 (
@@ -395,11 +409,5 @@ mod tests {
             })
         });
         assert!(r.is_err());
-    }
-
-    #[test]
-    fn bytes_round_trip() {
-        let v = vec![1.5, -0.0, f64::MIN_POSITIVE, 1e300];
-        assert_eq!(bytes_to_f64s(&f64s_to_bytes(&v)), v);
     }
 }

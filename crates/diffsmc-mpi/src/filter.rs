@@ -22,7 +22,7 @@ use diffsmc::{
     FeynmanKac, Particles, ResamplerSpec, SmcError, Trigger, weighted_mean_cov, weights_f64,
 };
 
-use crate::comm::{Communicator, bytes_to_f64s, f64s_to_bytes};
+use crate::comm::Communicator;
 use crate::error::{DistError, Result};
 
 /// Largest element count of one message (MPI counts are `i32`).
@@ -239,11 +239,24 @@ fn redistribute<C: Communicator + ?Sized>(
         offsets[s] = off;
         off += rcounts[s];
     }
+    // Index resamplers but killing give non-decreasing ancestors: then each source's list
+    // is walked in order (a cursor per source) instead of searched.
+    let sorted = mine.windows(2).all(|w| w[0] <= w[1]);
+    let (mut cursor, mut last) = (vec![usize::MAX; k], vec![usize::MAX; k]);
     for (j, &a) in mine.iter().enumerate() {
         let s = owner(starts, a);
-        let pos = from[s]
-            .binary_search(&a)
-            .expect("ancestor in the source's list");
+        let pos = if sorted {
+            if last[s] != a {
+                cursor[s] = cursor[s].wrapping_add(1);
+                last[s] = a;
+            }
+            cursor[s]
+        } else {
+            from[s]
+                .binary_search(&a)
+                .expect("ancestor in the source's list")
+        };
+        debug_assert_eq!(from[s][pos], a);
         let at = offsets[s] + pos * d;
         out.particle_mut(j).copy_from_slice(&recv[at..at + d]);
     }
@@ -418,9 +431,7 @@ where
         out_res.push(resampled);
         out_recv.push(received);
         if config.filter_moments {
-            let gathered = comm.gather_bytes(0, &f64s_to_bytes(cur.as_slice()));
-            if let Some(parts) = gathered {
-                let all: Vec<f64> = parts.iter().flat_map(|b| bytes_to_f64s(b)).collect();
+            if let Some(all) = comm.gather_v(0, cur.as_slice()) {
                 let p = Particles::from_vec(n, d, all)?;
                 let (m, c) = weighted_mean_cov(&p, &lw_full);
                 means.push(m);

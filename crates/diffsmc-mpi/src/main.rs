@@ -373,7 +373,8 @@ fn filter_cmd<C: Communicator + ?Sized>(
     check_memory(n, d, comm.size())?;
     let config = DistConfig::new(n)?
         .with_trigger(a.m.trigger)?
-        .with_filter_moments(!a.island);
+        // The moments gather all particles to rank 0 every step: only when they are written.
+        .with_filter_moments(!a.island && a.json.is_some());
     let model = Bootstrap(&data);
     let t0 = Instant::now();
     let (ll, incs, ess, resampled, means, covs, mode) = if a.island {

@@ -96,6 +96,26 @@ impl Communicator for MpiComm {
         }
         (recv, rc.iter().map(|&c| c as usize).collect())
     }
+    fn gather_v(&self, root: usize, local: &[f64]) -> Option<Vec<f64>> {
+        let root_proc = self.world.process_at_rank(root as i32);
+        let n = count(local.len());
+        if self.rank() == root {
+            let mut counts = vec![0 as Count; self.size()];
+            root_proc.gather_into_root(&n, &mut counts[..]);
+            let d = displs(&counts);
+            let total: usize = counts.iter().map(|&c| c as usize).sum();
+            let mut buf = vec![0.0; total];
+            {
+                let mut part = PartitionMut::new(&mut buf[..], &counts[..], &d[..]);
+                root_proc.gather_varcount_into_root(local, &mut part);
+            }
+            Some(buf)
+        } else {
+            root_proc.gather_into(&n);
+            root_proc.gather_varcount_into(local);
+            None
+        }
+    }
     fn gather_bytes(&self, root: usize, local: &[u8]) -> Option<Vec<Vec<u8>>> {
         let root_proc = self.world.process_at_rank(root as i32);
         let n = count(local.len());
