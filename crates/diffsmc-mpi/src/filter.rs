@@ -430,13 +430,14 @@ where
         out_ess.push(step_ess);
         out_res.push(resampled);
         out_recv.push(received);
-        if config.filter_moments {
-            if let Some(all) = comm.gather_v(0, cur.as_slice()) {
-                let p = Particles::from_vec(n, d, all)?;
-                let (m, c) = weighted_mean_cov(&p, &lw_full);
-                means.push(m);
-                covs.push(c);
-            }
+        // A collective: every rank calls it when the moments are on.
+        if config.filter_moments
+            && let Some(all) = comm.gather_v(0, cur.as_slice())
+        {
+            let p = Particles::from_vec(n, d, all)?;
+            let (m, c) = weighted_mean_cov(&p, &lw_full);
+            means.push(m);
+            covs.push(c);
         }
     }
     Ok(DistOutput {

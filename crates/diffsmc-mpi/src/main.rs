@@ -98,8 +98,9 @@ struct FilterArgs {
     /// Also print the exact Kalman log-likelihood (the JSON always holds it).
     #[arg(long)]
     kalman: bool,
-    /// Write the results as JSON (rank 0): the keys of `diffsmc filter --json`, plus `ranks`
-    /// and `mode`.
+    /// Write the results as JSON (rank 0): the keys of `diffsmc filter --json`, plus `ranks`,
+    /// `mode` and `values_received_rank0` (per step, the particle values rank 0 received from
+    /// other ranks when resampling).
     #[arg(long)]
     json: Option<PathBuf>,
     /// Not supported by this binary (plot with `diffsmc filter` or `diffsmc plot`).
@@ -377,7 +378,7 @@ fn filter_cmd<C: Communicator + ?Sized>(
         .with_filter_moments(!a.island && a.json.is_some());
     let model = Bootstrap(&data);
     let t0 = Instant::now();
-    let (ll, incs, ess, resampled, means, covs, mode) = if a.island {
+    let (ll, incs, ess, resampled, means, covs, mode, received) = if a.island {
         let ic = IslandConfig::new(a.exchange_every, a.exchange_fraction)?;
         let o = run_island_filter(comm, &model, &resampler, &config, &ic, a.m.seed)?;
         let incs: Vec<f64> = o
@@ -402,6 +403,7 @@ fn filter_cmd<C: Communicator + ?Sized>(
             Vec::new(),
             Vec::new(),
             mode,
+            Vec::new(),
         )
     } else {
         let o = run_filter(comm, &model, &resampler, &config, a.m.seed)?;
@@ -413,6 +415,7 @@ fn filter_cmd<C: Communicator + ?Sized>(
             o.filter_means,
             o.filter_covs,
             "distributed".to_string(),
+            o.values_received,
         )
     };
     let elapsed = t0.elapsed().as_secs_f64();
@@ -467,6 +470,7 @@ fn filter_cmd<C: Communicator + ?Sized>(
             "seconds": elapsed,
             "ranks": comm.size(),
             "mode": mode,
+            "values_received_rank0": received,
         });
         write_json(p, &v)?;
     }
