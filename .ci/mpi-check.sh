@@ -13,8 +13,8 @@ if ! dpkg -s libopenmpi-dev openmpi-bin libclang-dev >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q libopenmpi-dev openmpi-bin libclang-dev
 fi
 echo "== cargo build --release -p diffsmc-mpi --features mpi (and the diffsmc binary)"
-cargo build --release -p diffsmc-mpi --features mpi
-cargo build --release -p diffsmc-cli
+# One command, so both binaries are built with the same dependency features.
+cargo build --release -p diffsmc-mpi -p diffsmc-cli --features diffsmc-mpi/mpi
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 # A fixed LGSSM data set (θ = (0.5, 1.0)), 100 steps.
