@@ -133,6 +133,10 @@ impl DistConfig {
     pub fn trigger(&self) -> Trigger {
         self.trigger
     }
+    /// The particle count from which a rank moves its particles on rayon threads.
+    pub fn parallel_min_particles(&self) -> usize {
+        self.parallel_min_particles
+    }
     /// Whether rank 0 records filtering moments.
     pub fn filter_moments(&self) -> bool {
         self.filter_moments

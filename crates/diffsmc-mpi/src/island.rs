@@ -151,7 +151,7 @@ where
     let m_ex = ((n / k) as f64 * island.fraction).round() as usize;
     check_message("an exchange", m_ex * (d + 1))?;
     let ln_nl = (nl as f64).ln();
-    let parallel = nl >= 4096;
+    let parallel = nl >= config.parallel_min_particles();
 
     let mut cur = Particles::<f64>::zeros(nl, d);
     let mut prev = Particles::<f64>::zeros(nl, d);
