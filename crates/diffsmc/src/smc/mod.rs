@@ -1,7 +1,7 @@
 //! The SMC driver; `step` holds the one particle step it shares with the reverse pass and
 //! SMC².
 
-pub(crate) mod step;
+pub mod step;
 use crate::error::{Result, SmcError};
 use crate::model::FeynmanKac;
 use crate::particles::{Particles, weighted_mean_cov};
@@ -32,7 +32,17 @@ impl Trigger {
         Ok(Trigger::EssBelow(frac))
     }
 
-    fn fires(&self, ess: f64, n: usize) -> bool {
+    /// Whether the trigger resamples `n` particles whose current ESS is `ess` (the rule the
+    /// driver applies before each move; public so that other drivers, e.g. a distributed
+    /// one, take the same decision).
+    ///
+    /// ```
+    /// use diffsmc::Trigger;
+    /// assert!(Trigger::EssBelow(0.5).fires(40.0, 100));
+    /// assert!(!Trigger::EssBelow(0.5).fires(60.0, 100));
+    /// assert!(Trigger::Always.fires(100.0, 100) && !Trigger::Never.fires(1.0, 100));
+    /// ```
+    pub fn fires(&self, ess: f64, n: usize) -> bool {
         match *self {
             Trigger::Always => true,
             Trigger::Never => false,
@@ -281,13 +291,20 @@ fn for_each_particle<S: Scalar>(
     );
 }
 
-/// `log Σ exp(lw)` and the ESS `(Σ w)² / Σ w²` (value part) from one pass of exponentials.
+/// `log Σ exp(lw)` and the ESS `(Σ w)² / Σ w²` (value part) from one pass of exponentials:
+/// the normaliser [`Smc::run`] computes at every step (public so that other drivers, e.g. a
+/// distributed one, reproduce it bit for bit).
+///
+/// ```
+/// let (lse, ess) = diffsmc::smc::log_sum_exp_and_ess(&[0.0_f64, 0.0]);
+/// assert!((lse - 2f64.ln()).abs() < 1e-15 && (ess - 2.0).abs() < 1e-12);
+/// ```
 ///
 /// The log-sum-exp is computed with exactly the operations of [`crate::log_sum_exp`] (so it is
 /// bit-identical to it, on duals too); the ESS reuses the value parts of the same shifted
 /// exponentials, so it equals [`crate::ess`] of the normalised weights up to rounding. Any NaN
 /// gives a NaN log-sum-exp, all `-inf` gives `-inf`.
-fn log_sum_exp_and_ess<S: Scalar>(lw: &[S]) -> (S, f64) {
+pub fn log_sum_exp_and_ess<S: Scalar>(lw: &[S]) -> (S, f64) {
     let mut imax = None;
     let mut max = f64::NEG_INFINITY;
     for (i, x) in lw.iter().enumerate() {
