@@ -39,6 +39,7 @@ pub mod error;
 pub mod filter;
 pub mod grad;
 pub mod kalman;
+mod kernels;
 pub mod linalg;
 pub mod model;
 pub mod par;
