@@ -50,7 +50,8 @@ pub mod samplers;
 pub mod scalar;
 pub mod smc;
 pub mod tape;
-#[cfg(feature = "testing")]
+// Also compiled for the crate's own unit tests, which share `testing::models`.
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use error::{Result, SmcError};
