@@ -107,7 +107,12 @@ impl<S: Scalar> OptimalProposal<S> {
                 let m0 = lg.m0_slice();
                 let mut hm = vec![S::zero(); k];
                 mat_vec(&ho, k, dx, m0, &mut hm);
-                let v: Vec<S> = pat.observed.iter().zip(&hm).map(|(&o, &h)| S::cst(y0[o]) - h).collect();
+                let v: Vec<S> = pat
+                    .observed
+                    .iter()
+                    .zip(&hm)
+                    .map(|(&o, &h)| S::cst(y0[o]) - h)
+                    .collect();
                 let mut mean = m0.to_vec();
                 c.update_mean(&v, &mut mean);
                 let chol = cholesky_named(&c.cov, dx, "optimal initial proposal covariance")?;

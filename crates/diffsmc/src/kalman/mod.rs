@@ -262,7 +262,6 @@ pub fn check_observation(y: &[f64], dy: usize, step: usize) -> Result<()> {
     Ok(())
 }
 
-
 impl<S: Scalar> LinearGaussian<S> {
     /// The model with transition matrix `a` (`dx × dx`), transition noise covariance `q`
     /// (`dx × dx`), observation matrix `h` (`dy × dx`), observation noise covariance `r`

@@ -7,9 +7,8 @@ use num_dual::Dual64;
 /// covariances B Bᵀ + c I.
 fn random_model(dx: usize, dy: usize, seed: u64) -> LinearGaussian<f64> {
     let mut rng = StreamKey::new(seed, 0, Purpose::Other(77)).rng(0);
-    let mut g = |r: usize, c: usize, s: f64| {
-        DMatrix::from_fn(r, c, |_, _| s * standard_normal(&mut rng))
-    };
+    let mut g =
+        |r: usize, c: usize, s: f64| DMatrix::from_fn(r, c, |_, _| s * standard_normal(&mut rng));
     let a = g(dx, dx, 0.4);
     let h = g(dy, dx, 1.0);
     let bq = g(dx, dx, 0.5);

@@ -546,10 +546,10 @@ impl Smc2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Scalar;
     use crate::bayes::{Marginal, ProductPrior};
     use crate::model::Bootstrap;
     use crate::resample::Systematic;
-    use crate::Scalar;
     use crate::testing::models::Ar1Model;
 
     /// x_t = φ x_{t-1} + N(0, 1), y_t ~ N(x_t, 1) (unnormalised density), θ = (φ).
@@ -560,7 +560,11 @@ mod tests {
             1
         }
         fn model<S: Scalar>(&self, theta: &[S]) -> Result<Self::Model<S>> {
-            Ok(Bootstrap(Ar1Model::unit(theta[0], S::one(), self.0.clone())))
+            Ok(Bootstrap(Ar1Model::unit(
+                theta[0],
+                S::one(),
+                self.0.clone(),
+            )))
         }
     }
 

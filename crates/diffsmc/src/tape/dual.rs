@@ -288,4 +288,3 @@ impl DualNum for Rev {
         )
     }
 }
-

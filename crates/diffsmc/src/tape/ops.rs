@@ -4,7 +4,6 @@
 
 use super::*;
 
-
 #[inline]
 fn add_rr(a: Rev, b: Rev) -> Rev {
     rec2(a.v + b.v, a, || 1.0, b, || 1.0)
@@ -334,4 +333,3 @@ from_primitive!(
     from_usize: usize, from_u8: u8, from_u16: u16, from_u32: u32, from_u64: u64, from_u128: u128,
     from_f32: f32, from_f64: f64
 );
-

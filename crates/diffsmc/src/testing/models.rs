@@ -53,7 +53,11 @@ impl<S: Scalar> Ar1Model<S> {
     pub fn new(phi: S, c: S, q: f64, r: f64, ys: Vec<f64>) -> Result<Self> {
         for (name, v) in [("transition variance q", q), ("observation variance r", r)] {
             if !(v.is_finite() && v > 0.0) {
-                return Err(crate::SmcError::invalid(name, v, "a positive finite number"));
+                return Err(crate::SmcError::invalid(
+                    name,
+                    v,
+                    "a positive finite number",
+                ));
             }
         }
         Ok(Ar1Model {
@@ -90,8 +94,7 @@ impl<S: Scalar> Ar1Model<S> {
                 (m, p) = (phi * m, phi * phi * p + q);
             }
             let s = c * c * p + r;
-            ll += -0.5 * ((2.0 * std::f64::consts::PI * s).ln() + (y - c * m).powi(2) / s)
-                + offset;
+            ll += -0.5 * ((2.0 * std::f64::consts::PI * s).ln() + (y - c * m).powi(2) / s) + offset;
             let k = p * c / s;
             (m, p) = (m + k * (y - c * m), (1.0 - k * c) * p);
         }
@@ -144,7 +147,11 @@ impl Parametric for Ar1 {
         2
     }
     fn model<S: Scalar>(&self, theta: &[S]) -> Result<Self::Model<S>> {
-        Ok(Bootstrap(Ar1Model::unit(theta[0], theta[1], self.ys.clone())))
+        Ok(Bootstrap(Ar1Model::unit(
+            theta[0],
+            theta[1],
+            self.ys.clone(),
+        )))
     }
 }
 

@@ -224,4 +224,3 @@ impl<S: Scalar> ScoreKernel<S> for GenericKernel<'_, S> {
         }
     }
 }
-

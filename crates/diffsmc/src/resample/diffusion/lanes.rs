@@ -214,7 +214,13 @@ impl<const P: usize> LaneKernel<P> {
     /// Adds `Σ_i e_i z_i` over one tile to `acc` (all lanes; product rule on the derivative
     /// lanes: `Σ (e_i z_i' + e_i' z_i)`), several coordinates at a time.
     #[inline(always)]
-    pub(super) fn tile_accumulate<F: MulAdd>(&self, t0: usize, tl: usize, l: &[f64], acc: &mut [f64]) {
+    pub(super) fn tile_accumulate<F: MulAdd>(
+        &self,
+        t0: usize,
+        tl: usize,
+        l: &[f64],
+        acc: &mut [f64],
+    ) {
         let d = self.d;
         let e0 = &l[..tl];
         let mut k = 0;
@@ -455,14 +461,8 @@ pub(super) fn pad<const G: usize>(v: [f64; G]) -> [f64; 4] {
     std::array::from_fn(|j| if j < G { v[j] } else { 0.0 })
 }
 
-
-
-/// The lane kernel written with AVX-512 vectors of eight `f64` ([`CH`] = 8). Loads and stores
-/// go through slices (`_mm512_set_pd` of eight consecutive elements compiles to one vector
-/// load, eight element stores to one vector store), so no `unsafe` is needed beyond the
-/// dispatch in [`LaneKernel::means_dispatch`]. Requires Rust ≥ 1.89 (AVX-512 intrinsics,
-/// callable safely in `#[target_feature]` functions); the workspace `rust-version` (1.85) must
-/// be raised accordingly.
+/// The lane kernel in AVX-512 intrinsics (same maths as [`LaneKernel::means_impl`] with
+/// [`Fused`]).
 #[cfg(target_arch = "x86_64")]
 #[clippy::msrv = "1.89"]
 mod avx512;

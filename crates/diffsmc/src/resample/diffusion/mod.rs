@@ -503,4 +503,3 @@ impl<S: Scalar> Resampler<S> for DiffusionResampler {
         Ok(ResampleInfo::RESAMPLED)
     }
 }
-

@@ -208,7 +208,12 @@ pub(super) fn jitter_scale<S: Scalar>(cov: &[S], mu: &[S], d: usize) -> Result<f
 
 /// Cholesky of `cov`, adding `ε τ I` (ε = `jitter`, then ×100 up to four times) when a pivot is
 /// `≤ 1e-12 τ`.
-pub(super) fn jittered_cholesky<S: Scalar>(cov: &[S], d: usize, tau: f64, jitter: f64) -> Result<Vec<S>> {
+pub(super) fn jittered_cholesky<S: Scalar>(
+    cov: &[S],
+    d: usize,
+    tau: f64,
+    jitter: f64,
+) -> Result<Vec<S>> {
     let tol = PIVOT_REL * tau;
     if let Some(l) = cholesky(cov, d, tol) {
         return Ok(l);
@@ -228,4 +233,3 @@ pub(super) fn jittered_cholesky<S: Scalar>(cov: &[S], d: usize, tau: f64, jitter
         what: "weighted particle covariance (even after jitter)",
     })
 }
-

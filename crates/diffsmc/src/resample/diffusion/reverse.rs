@@ -94,7 +94,12 @@ impl DriveOp {
     /// (`z` dimension-major, then `lw`, then `sqz`), with the widest instruction set the CPU
     /// has.
     #[allow(unsafe_code)]
-    pub(super) fn backward_chunk(&self, range: std::ops::Range<usize>, out_adj: &[f64], acc: &mut [f64]) {
+    pub(super) fn backward_chunk(
+        &self,
+        range: std::ops::Range<usize>,
+        out_adj: &[f64],
+        acc: &mut [f64],
+    ) {
         match self.simd {
             // SAFETY: `Simd::detect` returned this level only after `is_x86_feature_detected!`
             // confirmed every feature the function enables.
@@ -328,4 +333,3 @@ pub(super) fn to_rev<S: Scalar>(x: &S) -> Rev {
 pub(super) fn from_rev<S: Scalar>(r: Rev) -> S {
     tape::from_rev(r).unwrap_or_else(|| S::cst(r.value()))
 }
-

@@ -391,9 +391,7 @@ fn every_lane_count_agrees_with_generic_kernel() {
     let a = run(&r, &x, &lw, 100, 1).unwrap();
     let b = run(&r.clone().generic_kernel(), &x, &lw, 100, 1).unwrap();
     for (u, v) in a.as_slice().iter().zip(b.as_slice()) {
-        assert!(
-            (u.re - v.re).abs() < 1e-11 && (u.eps - v.eps).abs() < 1e-10 * (1.0 + v.eps.abs())
-        );
+        assert!((u.re - v.re).abs() < 1e-11 && (u.eps - v.eps).abs() < 1e-10 * (1.0 + v.eps.abs()));
     }
 }
 

@@ -218,7 +218,13 @@ pub(super) fn lse_row_generic<S: Scalar>(tgt: &Soa<S>, p: usize, src: &Soa<S>, h
 /// One log-sum-exp pass: `out[p] = LSE_q (h_q + 2 y_p · y_q)` for every target `p`.
 // `&Vec` (not a slice) so that it can be downcast to the f64 fast path.
 #[allow(clippy::ptr_arg)]
-pub(super) fn lse_pass<S: Scalar>(tgt: &Soa<S>, src: &Soa<S>, h: &Vec<S>, out: &mut Vec<S>, par: bool) {
+pub(super) fn lse_pass<S: Scalar>(
+    tgt: &Soa<S>,
+    src: &Soa<S>,
+    h: &Vec<S>,
+    out: &mut Vec<S>,
+    par: bool,
+) {
     let par = par && tgt.n * src.n >= PAR_MIN_ENTRIES;
     out.resize(tgt.n, S::zero());
     if let (Some(t), Some(s), Some(h)) = (
@@ -247,7 +253,14 @@ pub(super) fn transport_row_f64(
     with_z(tgt, p, |z| transport_row_z(z, src, xs, h, lp, row));
 }
 
-pub(super) fn transport_row_z(z: &[f64], src: &Soa<f64>, xs: &Soa<f64>, h: &[f64], lp: f64, row: &mut [f64]) {
+pub(super) fn transport_row_z(
+    z: &[f64],
+    src: &Soa<f64>,
+    xs: &Soa<f64>,
+    h: &[f64],
+    lp: f64,
+    row: &mut [f64],
+) {
     let d = xs.d;
     let mut t = [0.0; TILE];
     let mut acc = vec![[0.0; LANES]; d];

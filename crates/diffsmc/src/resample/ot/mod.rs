@@ -374,4 +374,3 @@ pub(super) fn check_io<S: Scalar>(
     }
     Ok(())
 }
-

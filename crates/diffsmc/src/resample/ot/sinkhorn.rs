@@ -218,4 +218,3 @@ pub(super) fn max_sq_distance<S: Scalar>(particles: &Particles<S>, par: bool) ->
     }
     s
 }
-
