@@ -130,7 +130,8 @@ impl<S: Scalar> StateSpaceModel<S> for Ar1Model<S> {
 /// use diffsmc::{ResamplerSpec, SmcConfig};
 ///
 /// let family = Ar1 { ys: vec![0.1, 0.4, -0.2] };
-/// let nll = ParticleFilterNll::new(&family, &SmcConfig::new(32)?, &ResamplerSpec::Systematic, 1);
+/// let smc = SmcConfig::new(32)?;
+/// let nll = ParticleFilterNll::new(&family, &smc, &ResamplerSpec::Systematic, 1);
 /// let (_, g) = gradient(&nll, &[0.5, 1.0], &GradOptions::default())?;
 /// assert_eq!(g.len(), 2);
 /// # Ok::<(), diffsmc::SmcError>(())
