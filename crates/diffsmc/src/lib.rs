@@ -39,6 +39,7 @@ pub mod error;
 pub mod filter;
 pub mod grad;
 pub mod kalman;
+mod kernels;
 pub mod linalg;
 pub mod model;
 pub mod par;
@@ -49,7 +50,8 @@ pub mod samplers;
 pub mod scalar;
 pub mod smc;
 pub mod tape;
-#[cfg(feature = "testing")]
+// Also compiled for the crate's own unit tests, which share `testing::models`.
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use error::{Result, SmcError};

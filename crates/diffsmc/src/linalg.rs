@@ -370,6 +370,52 @@ pub fn is_symmetric<S: Scalar>(a: &[S], d: usize, rel_tol: f64) -> bool {
     true
 }
 
+/// `C = A B` for row-major `A` (`n × k`) and `B` (`k × m`), accumulated in the order
+/// `l = 0, 1, …` for every entry.
+///
+/// # Panics
+/// If `a` is shorter than `n · k` or `b` shorter than `k · m`.
+///
+/// ```
+/// use diffsmc::linalg::matmul;
+/// let c = matmul(&[1.0, 2.0, 3.0, 4.0], &[1.0, 1.0], 2, 2, 1);
+/// assert_eq!(c, vec![3.0, 7.0]);
+/// ```
+pub fn matmul<S: Scalar>(a: &[S], b: &[S], n: usize, k: usize, m: usize) -> Vec<S> {
+    let mut c = vec![S::zero(); n * m];
+    for i in 0..n {
+        for l in 0..k {
+            let ail = a[i * k + l];
+            for j in 0..m {
+                c[i * m + j] += ail * b[l * m + j];
+            }
+        }
+    }
+    c
+}
+
+/// `out = M x` for row-major `M` (`rows × cols`), without allocating (the same operations as
+/// [`matmul`] with one column).
+///
+/// # Panics
+/// If `m` is shorter than `rows · cols`, `x` shorter than `cols` or `out` than `rows`.
+///
+/// ```
+/// use diffsmc::linalg::mat_vec;
+/// let mut out = [0.0; 2];
+/// mat_vec(&[1.0, 2.0, 3.0, 4.0], 2, 2, &[1.0, 1.0], &mut out);
+/// assert_eq!(out, [3.0, 7.0]);
+/// ```
+#[inline]
+pub fn mat_vec<S: Scalar>(m: &[S], rows: usize, cols: usize, x: &[S], out: &mut [S]) {
+    for i in 0..rows {
+        out[i] = m[i * cols..(i + 1) * cols]
+            .iter()
+            .zip(&x[..cols])
+            .fold(S::zero(), |acc, (&mij, &xj)| acc + mij * xj);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,7 +34,7 @@ pub use proposal::{ExactLookAhead, OptimalProposal};
 
 use std::collections::BTreeMap;
 
-use diffsmc::kalman::{KalmanOutput, LinearGaussian, RtsOutput};
+use diffsmc::kalman::{KalmanOutput, LinearGaussian, RtsOutput, check_observation};
 use diffsmc::linalg::{cholesky_named, log_det_from_cholesky, solve_lower};
 use diffsmc::rng::{Purpose, StreamKey, StreamRng, standard_normal};
 use diffsmc::{Result, Scalar, SmcError, StateSpaceModel};
@@ -316,41 +316,18 @@ impl<S: Scalar> LgssmData<S> {
     /// # Ok::<(), SmcError>(())
     /// ```
     pub fn new(model: Lgssm<S>, ys: Vec<Vec<f64>>) -> Result<Self> {
-        let (dx, dy) = (model.state_dim(), model.obs_dim());
+        let dy = model.obs_dim();
         let mut index: BTreeMap<Vec<usize>, usize> = BTreeMap::new();
         let mut patterns = Vec::new();
         let mut step_pattern = Vec::with_capacity(ys.len());
-        let h = model.lg.h_row_major();
-        let r = model.r();
         for (t, y) in ys.iter().enumerate() {
-            if y.len() != dy {
-                return Err(SmcError::DimensionMismatch {
-                    what: "observation length",
-                    expected: dy,
-                    got: y.len(),
-                });
-            }
-            for (component, &value) in y.iter().enumerate() {
-                if value.is_infinite() {
-                    return Err(SmcError::NonFinite {
-                        what: "observation",
-                        step: t,
-                        component,
-                        value,
-                    });
-                }
-            }
+            check_observation(y, dy, t)?;
             let observed: Vec<usize> = (0..dy).filter(|&i| !y[i].is_nan()).collect();
             let p = match index.get(&observed) {
                 Some(&p) => p,
                 None => {
                     let k = observed.len();
-                    let mut ho = Vec::with_capacity(k * dx);
-                    let mut ro = Vec::with_capacity(k * k);
-                    for &i in &observed {
-                        ho.extend_from_slice(&h[i * dx..(i + 1) * dx]);
-                        ro.extend(observed.iter().map(|&j| r[(i, j)]));
-                    }
+                    let (ho, ro) = model.lg.observed_blocks(&observed);
                     // A principal block of a positive definite R is positive definite.
                     let chol = cholesky_named(&ro, k, "R")?;
                     let log_norm = (log_det_from_cholesky(&chol, k) + LN_2PI * k as f64) * -0.5;

@@ -18,7 +18,8 @@
 //! whatever `x_t` is, and the auxiliary filter with this look-ahead is fully adapted.
 
 use diffsmc::filter::{LookAhead, Proposal};
-use diffsmc::linalg::{cholesky_named, cholesky_solve_mat, log_det_from_cholesky};
+use diffsmc::kalman::condition;
+use diffsmc::linalg::{cholesky_named, log_det_from_cholesky, mat_vec, matmul};
 use diffsmc::rng::StreamRng;
 use diffsmc::{Result, Scalar};
 
@@ -36,129 +37,6 @@ fn with_scratch<S: Scalar, R>(n: usize, f: impl FnOnce(&mut [S]) -> R) -> R {
     } else {
         f(&mut vec![S::zero(); n])
     }
-}
-
-/// A square matrix as a row-major vector.
-fn row_major<S: Scalar>(m: &nalgebra::DMatrix<S>) -> Vec<S> {
-    let n = m.ncols();
-    (0..m.nrows() * n).map(|i| m[(i / n, i % n)]).collect()
-}
-
-/// `c = a b` for row-major `a` (`n × k`) and `b` (`k × m`).
-fn matmul<S: Scalar>(a: &[S], b: &[S], n: usize, k: usize, m: usize) -> Vec<S> {
-    let mut c = vec![S::zero(); n * m];
-    for i in 0..n {
-        for l in 0..k {
-            let ail = a[i * k + l];
-            for j in 0..m {
-                c[i * m + j] += ail * b[l * m + j];
-            }
-        }
-    }
-    c
-}
-
-/// `a b aᵀ` for `a` (`n × k`) and symmetric `b` (`k × k`), symmetrised.
-fn sandwich<S: Scalar>(a: &[S], b: &[S], n: usize, k: usize) -> Vec<S> {
-    let ab = matmul(a, b, n, k, k);
-    let mut c = vec![S::zero(); n * n];
-    for i in 0..n {
-        for j in 0..=i {
-            let mut s = S::zero();
-            for l in 0..k {
-                s += ab[i * k + l] * a[j * k + l];
-            }
-            c[i * n + j] = s;
-            c[j * n + i] = s;
-        }
-    }
-    c
-}
-
-/// `out = m x` for row-major `m` (`rows × cols`).
-#[inline]
-fn mat_vec<S: Scalar>(m: &[S], rows: usize, cols: usize, x: &[S], out: &mut [S]) {
-    for i in 0..rows {
-        out[i] = m[i * cols..(i + 1) * cols]
-            .iter()
-            .zip(x)
-            .fold(S::zero(), |acc, (&mij, &xj)| acc + mij * xj);
-    }
-}
-
-/// Conditioning a Gaussian prior with covariance `p` (`dx × dx`) on `k` observed components
-/// `y_o = H_o x + N(0, R_o)`: the gain `K` (`dx × k`), the Cholesky factor of the posterior
-/// covariance (Joseph form) and that of the innovation covariance `S` (`k × k`).
-struct Conditioning<S> {
-    gain: Vec<S>,
-    chol_post: Vec<S>,
-    chol_innov: Vec<S>,
-}
-
-fn condition<S: Scalar>(
-    p: &[S],
-    ho: &[S],
-    ro: &[S],
-    dx: usize,
-    k: usize,
-    what: &'static str,
-) -> Result<Conditioning<S>> {
-    if k == 0 {
-        return Ok(Conditioning {
-            gain: Vec::new(),
-            chol_post: cholesky_named(p, dx, what)?,
-            chol_innov: Vec::new(),
-        });
-    }
-    let mut s = sandwich(ho, p, k, dx);
-    for (sij, rij) in s.iter_mut().zip(ro) {
-        *sij += *rij;
-    }
-    let ls = cholesky_named(&s, k, "innovation covariance")?;
-    // Kᵀ = S⁻¹ H_o P (k × dx).
-    let mut kt = matmul(ho, p, k, dx, dx);
-    cholesky_solve_mat(&ls, k, &mut kt, dx);
-    let mut gain = vec![S::zero(); dx * k];
-    for i in 0..k {
-        for a in 0..dx {
-            gain[a * k + i] = kt[i * dx + a];
-        }
-    }
-    // Σ = (I − K H_o) P (I − K H_o)ᵀ + K R_o Kᵀ.
-    let mut ikh = vec![S::zero(); dx * dx];
-    for a in 0..dx {
-        for b in 0..dx {
-            let mut v = if a == b { S::one() } else { S::zero() };
-            for i in 0..k {
-                v -= gain[a * k + i] * ho[i * dx + b];
-            }
-            ikh[a * dx + b] = v;
-        }
-    }
-    let mut post = sandwich(&ikh, p, dx, dx);
-    for (pij, x) in post.iter_mut().zip(sandwich(&gain, ro, dx, k)) {
-        *pij += x;
-    }
-    Ok(Conditioning {
-        gain,
-        chol_post: cholesky_named(&post, dx, what)?,
-        chol_innov: ls,
-    })
-}
-
-/// The observed rows of `H` (`k × dx`) and block of `R` (`k × k`) for `observed`.
-fn observed_blocks<S: Scalar>(data: &LgssmData<S>, observed: &[usize]) -> (Vec<S>, Vec<S>) {
-    let lg = data.model.linear_gaussian();
-    let dx = lg.state_dim();
-    let h = lg.h_row_major();
-    let r = lg.r();
-    let mut ho = Vec::with_capacity(observed.len() * dx);
-    let mut ro = Vec::with_capacity(observed.len() * observed.len());
-    for &i in observed {
-        ho.extend_from_slice(&h[i * dx..(i + 1) * dx]);
-        ro.extend(observed.iter().map(|&j| r[(i, j)]));
-    }
-    (ho, ro)
 }
 
 /// Per pattern of observed components: what the optimal proposal needs at `t ≥ 1`.
@@ -208,43 +86,37 @@ impl<S: Scalar> OptimalProposal<S> {
     pub fn new(data: &LgssmData<S>) -> Result<Self> {
         let lg = data.model.linear_gaussian();
         let dx = lg.state_dim();
-        let q = row_major(lg.q());
+        let q = lg.q_row_major();
         let mut patterns = Vec::with_capacity(data.patterns.len());
         for p in &data.patterns {
-            let (ho, ro) = observed_blocks(data, &p.observed);
-            let c = condition(
-                &q,
-                &ho,
-                &ro,
-                dx,
-                p.observed.len(),
-                "optimal proposal covariance",
-            )?;
+            let (ho, ro) = lg.observed_blocks(&p.observed);
+            let c = condition(q, &ho, &ro, dx, p.observed.len())?;
             patterns.push(ProposalPattern {
                 observed: p.observed.clone(),
                 h: ho,
+                chol: cholesky_named(&c.cov, dx, "optimal proposal covariance")?,
                 gain: c.gain,
-                chol: c.chol_post,
             });
         }
         let (mean0, chol0) = match data.ys.first() {
             Some(y0) => {
                 let pat = &patterns[data.step_pattern[0]];
-                let (ho, ro) = observed_blocks(data, &pat.observed);
+                let (ho, ro) = lg.observed_blocks(&pat.observed);
                 let k = pat.observed.len();
-                let p0 = row_major(lg.p0());
-                let c = condition(&p0, &ho, &ro, dx, k, "optimal initial proposal covariance")?;
+                let c = condition(lg.p0_row_major(), &ho, &ro, dx, k)?;
                 let m0 = lg.m0_slice();
                 let mut hm = vec![S::zero(); k];
                 mat_vec(&ho, k, dx, m0, &mut hm);
+                let v: Vec<S> = pat
+                    .observed
+                    .iter()
+                    .zip(&hm)
+                    .map(|(&o, &h)| S::cst(y0[o]) - h)
+                    .collect();
                 let mut mean = m0.to_vec();
-                for (i, &o) in pat.observed.iter().enumerate() {
-                    let v = S::cst(y0[o]) - hm[i];
-                    for a in 0..dx {
-                        mean[a] += c.gain[a * k + i] * v;
-                    }
-                }
-                (mean, c.chol_post)
+                c.update_mean(&v, &mut mean);
+                let chol = cholesky_named(&c.cov, dx, "optimal initial proposal covariance")?;
+                (mean, chol)
             }
             None => (lg.m0_slice().to_vec(), lg.chol_p0().to_vec()),
         };
@@ -386,21 +258,21 @@ impl<S: Scalar> ExactLookAhead<S> {
     pub fn new(data: &LgssmData<S>) -> Result<Self> {
         let lg = data.model.linear_gaussian();
         let dx = lg.state_dim();
-        let q = row_major(lg.q());
+        let q = lg.q_row_major();
         let mut patterns = Vec::with_capacity(data.patterns.len());
         for p in &data.patterns {
             let k = p.observed.len();
-            let (ho, ro) = observed_blocks(data, &p.observed);
-            let c = condition(&q, &ho, &ro, dx, k, "optimal proposal covariance")?;
+            let (ho, ro) = lg.observed_blocks(&p.observed);
+            let c = condition(q, &ho, &ro, dx, k)?;
             let log_norm = if k == 0 {
                 S::zero()
             } else {
-                (log_det_from_cholesky(&c.chol_innov, k) + LN_2PI * k as f64) * -0.5
+                (log_det_from_cholesky(&c.chol_innovation, k) + LN_2PI * k as f64) * -0.5
             };
             patterns.push(LookPattern {
                 observed: p.observed.clone(),
                 ha: matmul(&ho, lg.a_row_major(), k, dx, dx),
-                chol: c.chol_innov,
+                chol: c.chol_innovation,
                 log_norm,
             });
         }

@@ -525,49 +525,8 @@ pub(crate) fn check_theta(n_params: usize, theta: &[f64]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Bootstrap, StateSpaceModel};
-    use crate::rng::{StreamRng, standard_normal};
     use crate::smc::Trigger;
-
-    struct Ar1 {
-        ys: Vec<f64>,
-    }
-    struct Ar1Model<S> {
-        phi: S,
-        c: S,
-        ys: Vec<f64>,
-    }
-    impl<S: Scalar> StateSpaceModel<S> for Ar1Model<S> {
-        fn state_dim(&self) -> usize {
-            1
-        }
-        fn n_observations(&self) -> usize {
-            self.ys.len()
-        }
-        fn sample_initial(&self, rng: &mut StreamRng, x: &mut [S]) {
-            x[0] = S::cst(standard_normal(rng));
-        }
-        fn sample_transition(&self, _t: usize, xp: &[S], rng: &mut StreamRng, x: &mut [S]) {
-            x[0] = xp[0] * self.phi + standard_normal(rng);
-        }
-        fn observation_log_density(&self, t: usize, x: &[S]) -> S {
-            let r = x[0] * self.c - self.ys[t];
-            r * r * -0.5
-        }
-    }
-    impl Parametric for Ar1 {
-        type Model<S: Scalar> = Bootstrap<Ar1Model<S>>;
-        fn n_params(&self) -> usize {
-            2
-        }
-        fn model<S: Scalar>(&self, theta: &[S]) -> Result<Self::Model<S>> {
-            Ok(Bootstrap(Ar1Model {
-                phi: theta[0],
-                c: theta[1],
-                ys: self.ys.clone(),
-            }))
-        }
-    }
+    use crate::testing::models::Ar1;
 
     fn data() -> Ar1 {
         Ar1 {

@@ -141,9 +141,10 @@ impl<S: Scalar> Resampler<S> for SoftResampler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::FeynmanKac;
-    use crate::rng::{Purpose, StreamRng, standard_normal};
+    use crate::model::Bootstrap;
+    use crate::rng::{Purpose, standard_normal};
     use crate::smc::{Smc, SmcConfig};
+    use crate::testing::models::Ar1Model;
     use num_dual::Dual64;
 
     fn run<S: Scalar, R: Resampler<S>>(
@@ -267,56 +268,6 @@ mod tests {
         }
     }
 
-    /// x_0 ~ N(0, 1), x_t = φ x_{t−1} + N(0, q), y_t = x_t + N(0, r).
-    struct Ar1 {
-        phi: f64,
-        q: f64,
-        r: f64,
-        ys: Vec<f64>,
-    }
-
-    fn log_normal(y: f64, m: f64, v: f64) -> f64 {
-        -0.5 * ((2.0 * std::f64::consts::PI * v).ln() + (y - m) * (y - m) / v)
-    }
-
-    impl<S: Scalar> FeynmanKac<S> for Ar1 {
-        fn dim(&self) -> usize {
-            1
-        }
-        fn n_steps(&self) -> usize {
-            self.ys.len()
-        }
-        fn sample_initial(&self, rng: &mut StreamRng, x: &mut [S]) {
-            x[0] = S::cst(standard_normal(rng));
-        }
-        fn log_potential_initial(&self, x: &[S]) -> S {
-            self.log_potential(0, x, x)
-        }
-        fn sample_transition(&self, _t: usize, xp: &[S], rng: &mut StreamRng, x: &mut [S]) {
-            x[0] = xp[0] * self.phi + self.q.sqrt() * standard_normal(rng);
-        }
-        fn log_potential(&self, t: usize, _xp: &[S], x: &[S]) -> S {
-            let r = x[0] - self.ys[t];
-            r * r * (-0.5 / self.r) - 0.5 * (2.0 * std::f64::consts::PI * self.r).ln()
-        }
-    }
-
-    impl Ar1 {
-        /// Kalman filter log-likelihood (the oracle).
-        fn kalman(&self) -> f64 {
-            let (mut m, mut p, mut ll) = (0.0, 1.0, 0.0);
-            for (t, &y) in self.ys.iter().enumerate() {
-                if t > 0 {
-                    (m, p) = (self.phi * m, self.phi * self.phi * p + self.q);
-                }
-                ll += log_normal(y, m, p + self.r);
-                let k = p / (p + self.r);
-                (m, p) = (m + k * (y - m), (1.0 - k) * p);
-            }
-            ll
-        }
-    }
-
     #[test]
     fn soft_smc_log_likelihood_is_unbiased() {
         // Simulate data, then average the likelihood estimate exp(ll̂ − ll) over seeds: its
@@ -332,8 +283,8 @@ mod tests {
             }
             ys.push(x + r.sqrt() * standard_normal(&mut rng));
         }
-        let model = Ar1 { phi, q, r, ys };
-        let exact = model.kalman();
+        let model = Bootstrap(Ar1Model::new(phi, 1.0, q, r, ys).unwrap());
+        let exact = model.0.kalman_log_likelihood();
         let smc = Smc::new(SmcConfig::new(16).unwrap());
         let soft = SoftResampler::new(0.5).unwrap();
         let reps = 10_000;

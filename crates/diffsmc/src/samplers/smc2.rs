@@ -546,46 +546,25 @@ impl Smc2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Scalar;
     use crate::bayes::{Marginal, ProductPrior};
     use crate::model::Bootstrap;
     use crate::resample::Systematic;
-    use crate::rng::{StreamRng, standard_normal};
-    use crate::{Scalar, StateSpaceModel};
+    use crate::testing::models::Ar1Model;
 
-    /// x_t = φ x_{t-1} + N(0, 1), y_t ~ N(x_t, 1), θ = (φ).
+    /// x_t = φ x_{t-1} + N(0, 1), y_t ~ N(x_t, 1) (unnormalised density), θ = (φ).
     struct Ar1(Vec<f64>);
-    struct Ar1Model<S> {
-        phi: S,
-        ys: Vec<f64>,
-    }
-    impl<S: Scalar> StateSpaceModel<S> for Ar1Model<S> {
-        fn state_dim(&self) -> usize {
-            1
-        }
-        fn n_observations(&self) -> usize {
-            self.ys.len()
-        }
-        fn sample_initial(&self, rng: &mut StreamRng, x: &mut [S]) {
-            x[0] = S::cst(standard_normal(rng));
-        }
-        fn sample_transition(&self, _t: usize, xp: &[S], rng: &mut StreamRng, x: &mut [S]) {
-            x[0] = xp[0] * self.phi + standard_normal(rng);
-        }
-        fn observation_log_density(&self, t: usize, x: &[S]) -> S {
-            let r = x[0] - self.ys[t];
-            r * r * -0.5
-        }
-    }
     impl Parametric for Ar1 {
         type Model<S: Scalar> = Bootstrap<Ar1Model<S>>;
         fn n_params(&self) -> usize {
             1
         }
         fn model<S: Scalar>(&self, theta: &[S]) -> Result<Self::Model<S>> {
-            Ok(Bootstrap(Ar1Model {
-                phi: theta[0],
-                ys: self.0.clone(),
-            }))
+            Ok(Bootstrap(Ar1Model::unit(
+                theta[0],
+                S::one(),
+                self.0.clone(),
+            )))
         }
     }
 

@@ -381,11 +381,11 @@ pub fn check_gradient<F: Differentiable + ?Sized>(
 mod tests {
     use super::*;
     use crate::grad::{Parametric, ParticleFilterNll};
-    use crate::model::{Bootstrap, StateSpaceModel};
+    use crate::model::Bootstrap;
     use crate::resample::ResamplerSpec;
-    use crate::rng::{StreamRng, standard_normal};
     use crate::scalar::Scalar;
     use crate::smc::{SmcConfig, Trigger};
+    use crate::testing::models::Ar1Model;
 
     /// How the test model distorts derivatives.
     #[derive(Debug, Clone, Copy, PartialEq)]
@@ -403,29 +403,6 @@ mod tests {
     struct Ar1 {
         ys: Vec<f64>,
         bug: Bug,
-    }
-    struct Ar1Model<S> {
-        phi: S,
-        c: S,
-        ys: Vec<f64>,
-    }
-    impl<S: Scalar> StateSpaceModel<S> for Ar1Model<S> {
-        fn state_dim(&self) -> usize {
-            1
-        }
-        fn n_observations(&self) -> usize {
-            self.ys.len()
-        }
-        fn sample_initial(&self, rng: &mut StreamRng, x: &mut [S]) {
-            x[0] = S::cst(standard_normal(rng));
-        }
-        fn sample_transition(&self, _t: usize, xp: &[S], rng: &mut StreamRng, x: &mut [S]) {
-            x[0] = xp[0] * self.phi + standard_normal(rng);
-        }
-        fn observation_log_density(&self, t: usize, x: &[S]) -> S {
-            let r = x[0] * self.c - self.ys[t];
-            r * r * -0.5
-        }
     }
     impl Parametric for Ar1 {
         type Model<S: Scalar> = Bootstrap<Ar1Model<S>>;
@@ -445,11 +422,7 @@ mod tests {
                     }
                 }
             }
-            Ok(Bootstrap(Ar1Model {
-                phi,
-                c,
-                ys: self.ys.clone(),
-            }))
+            Ok(Bootstrap(Ar1Model::unit(phi, c, self.ys.clone())))
         }
     }
 

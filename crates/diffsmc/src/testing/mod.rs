@@ -20,6 +20,8 @@
 //!     output in 1- and 2-thread pools (`DeterminismReport`);
 //!   - [`check_finite_potentials`]: every non-finite log-potential or state, by step and
 //!     particle ([`PotentialsReport`]).
+//! - [`models`]: small models with exact answers (an AR(1) state-space model and its
+//!   `θ = (φ, c)` family), shared by the crate's own tests and the workspace's test crate.
 //!
 //! In a test, assert with the report as the message, or call
 //! [`CheckReport::assert_passed`]:
@@ -38,6 +40,7 @@ mod consistency;
 #[cfg(feature = "rayon")]
 mod determinism;
 mod gradient;
+pub mod models;
 mod offspring;
 mod potentials;
 mod stats;

@@ -1,0 +1,220 @@
+//! The Sinkhorn solver of the OT resampler (log-domain iterations in the scalar `S`, stopping
+//! on the value part) and the cost scale.
+
+use super::*;
+
+/// The state of a solved Sinkhorn problem.
+#[derive(Debug)]
+pub(super) struct Sinkhorn<S> {
+    /// All points, scaled (`y = (X − X̄)/sqrt(s ε)`).
+    pub(super) ya: Soa<S>,
+    /// The points with positive weight, scaled.
+    pub(super) yb: Soa<S>,
+    /// The points with positive weight, original coordinates.
+    pub(super) xb: Soa<S>,
+    /// Indices of the points with positive weight.
+    pub(super) support: Vec<usize>,
+    /// Row potentials (`f/ε`), all points.
+    pub(super) u: Vec<S>,
+    /// Column potentials (`g/ε`), support points.
+    pub(super) v: Vec<S>,
+    /// `h = v − |y_b|²`, padded with −inf, used by the last row pass.
+    pub(super) hb: Vec<S>,
+    /// Kernel outputs of the last row pass (`LSE_q (h_q + 2 y_p · y_q)`).
+    pub(super) rows: Vec<S>,
+    pub(super) scale: S,
+    pub(super) iterations: usize,
+    pub(super) converged: bool,
+    pub(super) error: f64,
+}
+
+impl<S: Scalar> Sinkhorn<S> {
+    pub(super) fn solve(
+        config: &OtConfig,
+        particles: &Particles<S>,
+        log_weights: &[S],
+        par: bool,
+    ) -> Result<Self> {
+        let n = particles.len();
+        let d = particles.dim();
+        if n == 0 {
+            return Err(SmcError::invalid("particles", 0, "at least one particle"));
+        }
+        if log_weights.len() != n {
+            return Err(SmcError::DimensionMismatch {
+                what: "log-weights vs particles",
+                expected: n,
+                got: log_weights.len(),
+            });
+        }
+        let nf = n as f64;
+        // Column marginal b = w (renormalised defensively; a no-op for normalised input).
+        let lse_w = log_sum_exp(log_weights);
+        if !lse_w.re().is_finite() {
+            return Err(SmcError::invalid(
+                "log_weights",
+                lse_w.re(),
+                "normalised log-weights (at least one finite)",
+            ));
+        }
+        let support: Vec<usize> = (0..n)
+            .filter(|&j| log_weights[j].re() > f64::NEG_INFINITY)
+            .collect();
+        let log_b: Vec<S> = support.iter().map(|&j| log_weights[j] - lse_w).collect();
+
+        // Centre and scale.
+        let mut mean = vec![S::zero(); d];
+        for x in particles.iter() {
+            for (m, &xk) in mean.iter_mut().zip(x) {
+                *m += xk;
+            }
+        }
+        for m in &mut mean {
+            *m /= nf;
+        }
+        let scale = match config.scale {
+            CostScale::None => S::one(),
+            CostScale::Mean => {
+                let mut s = S::zero();
+                for x in particles.iter() {
+                    for (&xk, &m) in x.iter().zip(&mean) {
+                        let z = xk - m;
+                        s += z * z;
+                    }
+                }
+                s * (2.0 / nf)
+            }
+            CostScale::Max => max_sq_distance(particles, par),
+        };
+        let scale = if scale.re() > 0.0 && scale.re().is_finite() {
+            scale
+        } else {
+            // All particles equal (or d = 0): the cost vanishes, any scale will do.
+            S::one()
+        };
+        let c = (scale * config.epsilon).sqrt().recip();
+        let ya = Soa::from_fn(n, d, |i, k| (particles.particle(i)[k] - mean[k]) * c);
+        let yb = Soa::from_fn(support.len(), d, |j, k| ya.get(k, support[j]));
+        let xb = Soa::from_fn(support.len(), d, |j, k| particles.particle(support[j])[k]);
+        let qa = ya.sq_norms();
+        let qb = yb.sq_norms();
+
+        let log_a = -nf.ln();
+        let neg_inf = S::cst(f64::NEG_INFINITY);
+        let mut ha = vec![neg_inf; ya.stride];
+        let mut hb = vec![neg_inf; yb.stride];
+        let mut rows = Vec::with_capacity(n);
+        let mut cols = Vec::with_capacity(support.len());
+
+        // Start from f = 0 (any constant would do: the first column update absorbs it).
+        let mut u = vec![S::zero(); n];
+        let mut v = vec![S::zero(); support.len()];
+
+        let mut iterations = 0;
+        let mut converged = false;
+        let mut error = f64::INFINITY;
+        for it in 1..=config.max_iterations {
+            // Column update: columns exact.
+            for (h, (&ui, &q)) in ha.iter_mut().zip(u.iter().zip(&qa)) {
+                *h = ui - q;
+            }
+            lse_pass(&yb, &ya, &ha, &mut cols, par);
+            for (j, vj) in v.iter_mut().enumerate() {
+                *vj = log_b[j] - (cols[j] - qb[j]);
+            }
+            // Row pass: measures the row marginal of (u, v), then makes rows exact.
+            for (h, (&vj, &q)) in hb.iter_mut().zip(v.iter().zip(&qb)) {
+                *h = vj - q;
+            }
+            lse_pass(&ya, &yb, &hb, &mut rows, par);
+            let a = 1.0 / nf;
+            error = 0.0;
+            for i in 0..n {
+                let l = rows[i] - qa[i];
+                error += ((u[i].re() + l.re()).exp() - a).abs();
+                u[i] = S::cst(log_a) - l;
+            }
+            iterations = it;
+            if error <= config.tolerance {
+                converged = true;
+                break;
+            }
+        }
+        if !error.is_finite() {
+            converged = false;
+        }
+        Ok(Sinkhorn {
+            ya,
+            yb,
+            xb,
+            support,
+            u,
+            v,
+            hb,
+            rows,
+            scale,
+            iterations,
+            converged,
+            error,
+        })
+    }
+
+    /// `X*_i = N Σ_j P_ij X_j` for the final plan (rows exact: a convex combination).
+    pub(super) fn transport(&self, out: &mut Particles<S>, par: bool) {
+        let d = self.ya.d;
+        let par = par && self.ya.n * self.yb.n >= PAR_MIN_ENTRIES;
+        if let (Some(t), Some(s), Some(xs), Some(h), Some(rows)) = (
+            (&self.ya as &dyn Any).downcast_ref::<Soa<f64>>(),
+            (&self.yb as &dyn Any).downcast_ref::<Soa<f64>>(),
+            (&self.xb as &dyn Any).downcast_ref::<Soa<f64>>(),
+            (&self.hb as &dyn Any).downcast_ref::<Vec<f64>>(),
+            (&self.rows as &dyn Any).downcast_ref::<Vec<f64>>(),
+        ) && let Some(o) = (out as &mut dyn Any).downcast_mut::<Particles<f64>>()
+        {
+            for_rows::<f64, _>(o.as_mut_slice(), d, par, |p, row| {
+                transport_row_f64(t, p, s, xs, h, rows[p], row);
+            });
+            return;
+        }
+        for_rows::<S, _>(out.as_mut_slice(), d, par, |p, row| {
+            transport_row_generic(&self.ya, p, &self.yb, &self.xb, &self.hb, self.rows[p], row);
+        });
+    }
+}
+
+/// The largest pairwise squared distance, chosen on the value part and recomputed in `S`.
+pub(super) fn max_sq_distance<S: Scalar>(particles: &Particles<S>, par: bool) -> S {
+    let n = particles.len();
+    let d = particles.dim();
+    let vals: Vec<f64> = particles.as_slice().iter().map(|v| v.re()).collect();
+    let mut best = vec![(0.0_f64, 0usize); n];
+    let par = par && n * n >= PAR_MIN_ENTRIES;
+    for_rows::<f64, _>(&mut best, 1, par, |i, r| {
+        let xi = &vals[i * d..(i + 1) * d];
+        let mut b = (0.0, i);
+        for j in 0..n {
+            let xj = &vals[j * d..(j + 1) * d];
+            let mut s = 0.0;
+            for k in 0..d {
+                let z = xi[k] - xj[k];
+                s += z * z;
+            }
+            if s > b.0 {
+                b = (s, j);
+            }
+        }
+        r[0] = b;
+    });
+    let (mut bi, mut bj, mut bv) = (0, 0, 0.0);
+    for (i, &(v, j)) in best.iter().enumerate() {
+        if v > bv {
+            (bi, bj, bv) = (i, j, v);
+        }
+    }
+    let mut s = S::zero();
+    for (&a, &b) in particles.particle(bi).iter().zip(particles.particle(bj)) {
+        let z = a - b;
+        s += z * z;
+    }
+    s
+}

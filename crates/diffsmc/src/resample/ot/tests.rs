@@ -1,0 +1,399 @@
+use super::*;
+use crate::rng::{Purpose, StreamRng, standard_normal};
+use num_dual::Dual64;
+
+fn cloud(n: usize, d: usize, seed: u64) -> (Particles<f64>, Vec<f64>) {
+    let key = StreamKey::new(seed, 0, Purpose::Other(7));
+    let mut rng: StreamRng = key.rng(0);
+    let x: Vec<f64> = (0..n * d).map(|_| standard_normal(&mut rng)).collect();
+    let mut lw: Vec<f64> = (0..n)
+        .map(|i| {
+            let xi = &x[i * d..(i + 1) * d];
+            -0.5 * xi.iter().map(|v| (v - 0.5) * (v - 0.5)).sum::<f64>()
+        })
+        .collect();
+    crate::particles::normalise_log_weights(&mut lw, 0).unwrap();
+    (Particles::from_vec(n, d, x).unwrap(), lw)
+}
+
+fn run<S: Scalar>(r: &OtResampler, x: &Particles<S>, lw: &[S]) -> (Particles<S>, ResampleInfo) {
+    let mut out = Particles::zeros(x.len(), x.dim());
+    let mut olw = vec![S::zero(); x.len()];
+    let info = r
+        .resample(
+            x,
+            lw,
+            StreamKey::new(1, 1, Purpose::Resample),
+            &mut out,
+            &mut olw,
+        )
+        .unwrap();
+    let ln_n = (x.len() as f64).ln();
+    assert!(olw.iter().all(|w| (w.re() + ln_n).abs() < 1e-15));
+    (out, info)
+}
+
+#[test]
+fn ot_fast_kernel_matches_generic() {
+    for &(n, d) in &[(1, 1), (7, 3), (300, 8), (513, 2)] {
+        let (x, lw) = cloud(n, d, n as u64);
+        let ya = Soa::from_fn(n, d, |i, k| x.particle(i)[k] * 0.7);
+        let mut h = vec![f64::NEG_INFINITY; ya.stride];
+        for i in 0..n {
+            h[i] = lw[i] * 3.0;
+        }
+        let mut fast = Vec::new();
+        let mut slow = vec![0.0; n];
+        lse_pass(&ya, &ya, &h, &mut fast, false);
+        for (p, s) in slow.iter_mut().enumerate() {
+            *s = lse_row_generic(&ya, p, &ya, &h);
+        }
+        for (a, b) in fast.iter().zip(&slow) {
+            assert!((a - b).abs() < 1e-12 * b.abs().max(1.0), "{a} vs {b}");
+        }
+    }
+}
+
+fn marginals(plan: &OtPlan<f64>, n: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut rows = vec![0.0; n];
+    let mut cols = vec![0.0; n];
+    for i in 0..n {
+        for j in 0..n {
+            rows[i] += plan.matrix[i * n + j];
+            cols[j] += plan.matrix[i * n + j];
+        }
+    }
+    (rows, cols)
+}
+
+#[test]
+fn ot_sinkhorn_marginals_match_to_tolerance() {
+    for &(eps, scale) in &[
+        (0.1, CostScale::Mean),
+        (0.5, CostScale::Max),
+        (1.0, CostScale::None),
+    ] {
+        for &tol in &[1e-3, 1e-6] {
+            let n = 40;
+            let (x, lw) = cloud(n, 2, 3);
+            let cfg = OtConfig::new(eps)
+                .unwrap()
+                .with_tolerance(tol)
+                .unwrap()
+                .with_max_iterations(10_000)
+                .unwrap()
+                .with_scale(scale);
+            let plan = OtResampler::new(cfg).transport_plan(&x, &lw).unwrap();
+            assert!(plan.converged);
+            let (rows, cols) = marginals(&plan, n);
+            let row_err: f64 = rows.iter().map(|r| (r - 1.0 / n as f64).abs()).sum();
+            assert!(row_err < 1e-12, "row error {row_err}");
+            // The final row update perturbs the exact columns by at most about the
+            // measured row error (Sinkhorn errors contract).
+            let col_err: f64 = cols.iter().zip(&lw).map(|(c, l)| (c - l.exp()).abs()).sum();
+            assert!(
+                col_err <= tol,
+                "eps {eps} tol {tol}: column error {col_err}"
+            );
+        }
+    }
+}
+
+/// Brute force: with weights k_j / N, exact OT between uniform and w is an assignment of
+/// the N sources to the multiset of targets; minimise the total cost over permutations.
+fn brute_force_assignment(x: &[f64], d: usize, counts: &[usize]) -> Vec<usize> {
+    let n = counts.len();
+    let targets: Vec<usize> = counts
+        .iter()
+        .enumerate()
+        .flat_map(|(j, &c)| std::iter::repeat_n(j, c))
+        .collect();
+    let mut perm: Vec<usize> = (0..n).collect();
+    let mut best = (f64::INFINITY, vec![]);
+    fn heap(k: usize, perm: &mut Vec<usize>, f: &mut dyn FnMut(&[usize])) {
+        if k == 1 {
+            f(perm);
+            return;
+        }
+        heap(k - 1, perm, f);
+        for i in 0..k - 1 {
+            if k.is_multiple_of(2) {
+                perm.swap(i, k - 1);
+            } else {
+                perm.swap(0, k - 1);
+            }
+            heap(k - 1, perm, f);
+        }
+    }
+    heap(n, &mut perm, &mut |p: &[usize]| {
+        let mut c = 0.0;
+        for i in 0..n {
+            let j = targets[p[i]];
+            for k in 0..d {
+                let z = x[i * d + k] - x[j * d + k];
+                c += z * z;
+            }
+        }
+        if c < best.0 {
+            best = (c, p.iter().map(|&q| targets[q]).collect());
+        }
+    });
+    best.1
+}
+
+#[test]
+fn ot_small_epsilon_approaches_exact_transport() {
+    let (n, d) = (6, 2);
+    let (x, _) = cloud(n, d, 11);
+    let counts = [3usize, 0, 1, 2, 0, 0];
+    let lw: Vec<f64> = counts.iter().map(|&c| (c as f64 / n as f64).ln()).collect();
+    let assign = brute_force_assignment(x.as_slice(), d, &counts);
+    // Near the unregularised limit Sinkhorn converges slowly (the marginal error decays
+    // like 1/iterations here), hence the generous cap.
+    let mut errs = Vec::new();
+    for &eps in &[0.1, 0.01, 0.001] {
+        let cfg = OtConfig::new(eps)
+            .unwrap()
+            .with_tolerance(1e-5)
+            .unwrap()
+            .with_max_iterations(200_000)
+            .unwrap();
+        let (out, info) = run(&OtResampler::new(cfg), &x, &lw);
+        assert!(info.converged, "eps {eps}: {info:?}");
+        let mut err: f64 = 0.0;
+        for i in 0..n {
+            for k in 0..d {
+                err = err.max((out.particle(i)[k] - x.particle(assign[i])[k]).abs());
+            }
+        }
+        errs.push(err);
+    }
+    // ε = 0.1 blurs visibly; below, the remaining error is that of the marginal
+    // tolerance, not of the regularisation.
+    assert!(errs[0] > 0.05, "errors {errs:?}");
+    assert!(errs[1] < 1e-3 && errs[2] < 1e-3, "errors {errs:?}");
+    assert!(errs[2] <= errs[1] * 1.01, "errors {errs:?}");
+}
+
+#[test]
+fn ot_preserves_weighted_mean_and_degenerate_cases() {
+    // One weight 1: every particle moves onto it.
+    let (x, _) = cloud(10, 3, 5);
+    let mut lw = vec![f64::NEG_INFINITY; 10];
+    lw[4] = 0.0;
+    let (out, info) = run(&OtResampler::default(), &x, &lw);
+    assert!(info.converged);
+    for i in 0..10 {
+        for k in 0..3 {
+            assert!((out.particle(i)[k] - x.particle(4)[k]).abs() < 1e-12);
+        }
+    }
+    // N = 1, d = 1.
+    let x1 = Particles::from_vec(1, 1, vec![2.5]).unwrap();
+    let (out, info) = run(&OtResampler::default(), &x1, &[0.0]);
+    assert_eq!(out.as_slice(), &[2.5]);
+    assert!(info.converged);
+    // Repeated particles (zero scale).
+    let xr = Particles::from_vec(4, 1, vec![1.0; 4]).unwrap();
+    let lw4 = vec![-(4f64).ln(); 4];
+    let (out, _) = run(&OtResampler::default(), &xr, &lw4);
+    assert!(out.as_slice().iter().all(|&v| (v - 1.0).abs() < 1e-15));
+    // Zero weights and a huge spread: finite output, mean within the tolerance's reach.
+    let (mut x, mut lw) = cloud(50, 2, 9);
+    x.as_mut_slice()[0] = 1e6;
+    lw[3] = f64::NEG_INFINITY;
+    lw[7] = f64::NEG_INFINITY;
+    crate::particles::normalise_log_weights(&mut lw, 0).unwrap();
+    for scale in [CostScale::Mean, CostScale::Max, CostScale::None] {
+        let cfg = OtConfig::default().with_scale(scale);
+        let (out, _) = run(&OtResampler::new(cfg), &x, &lw);
+        assert!(out.as_slice().iter().all(|v| v.is_finite()), "{scale}");
+    }
+}
+
+#[test]
+fn ot_non_convergence_is_reported() {
+    let (x, lw) = cloud(64, 2, 2);
+    let cfg = OtConfig::new(0.001)
+        .unwrap()
+        .with_tolerance(1e-12)
+        .unwrap()
+        .with_max_iterations(3)
+        .unwrap();
+    let (out, info) = run(&OtResampler::new(cfg), &x, &lw);
+    assert!(!info.converged);
+    assert_eq!(info.iterations, 3);
+    assert!(out.as_slice().iter().all(|v| v.is_finite()));
+}
+
+/// A smooth seeded family: particles and log-weights depending on θ.
+fn family<S: Scalar>(theta: S, n: usize, d: usize) -> (Particles<S>, Vec<S>) {
+    let (x, _) = cloud(n, d, 21);
+    let xs: Vec<S> = x
+        .as_slice()
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| theta * (0.3 + 0.01 * i as f64) + (theta * 0.5 + 1.0) * v)
+        .collect();
+    let p = Particles::from_vec(n, d, xs).unwrap();
+    let mut lw: Vec<S> = p
+        .iter()
+        .map(|xi| {
+            let mut s = S::zero();
+            for &v in xi {
+                s -= (v - theta) * (v - theta) * 0.5;
+            }
+            s
+        })
+        .collect();
+    crate::particles::normalise_log_weights(&mut lw, 0).unwrap();
+    (p, lw)
+}
+
+fn statistic<S: Scalar>(p: &Particles<S>) -> S {
+    let mut s = S::zero();
+    for (i, v) in p.as_slice().iter().enumerate() {
+        s += *v * (1.0 + 0.1 * (i % 7) as f64) + *v * *v * 0.05;
+    }
+    s
+}
+
+#[test]
+fn ot_derivatives_match_central_differences() {
+    for scale in [CostScale::Mean, CostScale::Max, CostScale::None] {
+        // A fixed number of iterations (unreachable tolerance) makes the map one smooth
+        // composition, the same for θ ± h.
+        let cfg = OtConfig::new(0.2)
+            .unwrap()
+            .with_tolerance(1e-300)
+            .unwrap()
+            .with_max_iterations(30)
+            .unwrap()
+            .with_scale(scale);
+        let r = OtResampler::new(cfg);
+        let (n, d) = (24, 2);
+        let theta = 0.3;
+        let (xd, lwd) = family(Dual64::new(theta, 1.0), n, d);
+        let (outd, _) = run(&r, &xd, &lwd);
+        let sd = statistic(&outd);
+        let f = |t: f64| {
+            let (x, lw) = family(t, n, d);
+            statistic(&run(&r, &x, &lw).0)
+        };
+        let h = 1e-5;
+        let fd = (f(theta + h) - f(theta - h)) / (2.0 * h);
+        assert!(
+            (sd.eps - fd).abs() < 1e-6 * fd.abs().max(1.0),
+            "{scale}: dual {} vs fd {fd}",
+            sd.eps
+        );
+        assert!((sd.re - f(theta)).abs() < 1e-10 * sd.re.abs().max(1.0));
+    }
+}
+
+#[test]
+fn ot_dual_derivatives_are_finite_with_zero_weights() {
+    let (n, d) = (12, 2);
+    let (x, lw) = family(Dual64::new(0.2, 1.0), n, d);
+    let mut lw = lw;
+    lw[0] = Dual64::new(f64::NEG_INFINITY, f64::NAN);
+    lw[5] = Dual64::new(f64::NEG_INFINITY, 1.0);
+    crate::particles::normalise_log_weights(&mut lw, 0).unwrap();
+    for scale in [CostScale::Mean, CostScale::Max, CostScale::None] {
+        let r = OtResampler::new(OtConfig::default().with_scale(scale));
+        let (out, _) = run(&r, &x, &lw);
+        assert!(
+            out.as_slice()
+                .iter()
+                .all(|v| v.re.is_finite() && v.eps.is_finite()),
+            "{scale}"
+        );
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config::with_cases(64))]
+    #[test]
+    fn ot_outputs_are_convex_combinations(
+        n in 1usize..40,
+        d in 1usize..4,
+        seed in 0u64..1000,
+        eps in 0.01f64..2.0,
+        spread in -3.0f64..3.0,
+    ) {
+        let (x, lw) = cloud(n, d, seed);
+        // Rescale the cloud by 10^spread: results must not depend on the units much.
+        let scale = 10f64.powf(spread);
+        let xs = Particles::from_vec(n, d, x.as_slice().iter().map(|v| v * scale).collect())
+            .unwrap();
+        let r = OtResampler::new(OtConfig::new(eps).unwrap());
+        let (out, info) = run(&r, &xs, &lw);
+        proptest::prop_assert!(info.iterations >= 1);
+        for k in 0..d {
+            let lo = (0..n).map(|i| xs.particle(i)[k]).fold(f64::INFINITY, f64::min);
+            let hi = (0..n).map(|i| xs.particle(i)[k]).fold(f64::NEG_INFINITY, f64::max);
+            let tol = 1e-12 * (hi - lo).abs().max(scale);
+            for i in 0..n {
+                let v = out.particle(i)[k];
+                proptest::prop_assert!(v.is_finite() && v >= lo - tol && v <= hi + tol);
+            }
+        }
+        if info.converged {
+            // Mean preserved up to tol · max|X|.
+            for k in 0..d {
+                let m_out = (0..n).map(|i| out.particle(i)[k]).sum::<f64>() / n as f64;
+                let m_w: f64 = (0..n).map(|i| lw[i].exp() * xs.particle(i)[k]).sum();
+                let xmax = xs.as_slice().iter().fold(0.0f64, |a, v| a.max(v.abs()));
+                proptest::prop_assert!((m_out - m_w).abs() <= 2.0 * 1e-3 * xmax + 1e-12 * xmax);
+            }
+        }
+    }
+}
+
+#[cfg(feature = "rayon")]
+#[test]
+fn ot_is_deterministic_across_thread_counts() {
+    let (x, lw) = cloud(700, 3, 4);
+    let r = OtResampler::default();
+    let (a, ia) = run(&r, &x, &lw);
+    let (b, ib) = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap()
+        .install(|| run(&r, &x, &lw));
+    assert_eq!(ia, ib);
+    assert_eq!(a, b);
+}
+
+#[test]
+fn ot_bad_inputs_are_typed_errors() {
+    assert!(matches!(
+        OtConfig::new(-1.0),
+        Err(SmcError::InvalidParameter { name: "eps", .. })
+    ));
+    assert!(matches!(
+        OtConfig::new(f64::NAN),
+        Err(SmcError::InvalidParameter { name: "eps", .. })
+    ));
+    assert!(matches!(
+        OtConfig::default().with_tolerance(0.0),
+        Err(SmcError::InvalidParameter { name: "tol", .. })
+    ));
+    assert!(matches!(
+        OtConfig::default().with_max_iterations(0),
+        Err(SmcError::InvalidParameter { name: "iters", .. })
+    ));
+    let (x, lw) = cloud(5, 1, 1);
+    let r = OtResampler::default();
+    let mut out = Particles::zeros(4, 1);
+    let mut olw = vec![0.0; 4];
+    let key = StreamKey::new(0, 0, Purpose::Resample);
+    assert!(matches!(
+        r.resample(&x, &lw, key, &mut out, &mut olw),
+        Err(SmcError::DimensionMismatch { .. })
+    ));
+    let mut out = Particles::zeros(5, 1);
+    let mut olw = vec![0.0; 5];
+    let bad = vec![f64::NAN; 5];
+    assert!(r.resample(&x, &bad, key, &mut out, &mut olw).is_err());
+}
