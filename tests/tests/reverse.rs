@@ -43,7 +43,7 @@ const SPECS: [&str; 8] = [
     "stop-gradient",
     "diffusion:T=1,K=4",
     "diffusion:T=2,K=8,integrator=jentzen-kloeden,sde",
-    "ot:eps=0.4",
+    "ot:eps=0.4,scale=mean",
     "gumbel:tau=0.1",
     "soft:alpha=0.9",
 ];

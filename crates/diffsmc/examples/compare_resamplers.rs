@@ -31,7 +31,7 @@ pub const SPECS: &[&str] = &[
     "diffusion:integrator=jk",
     "diffusion:T=2,K=8,sde,integrator=tweedie",
     "diffusion:cov=diag",
-    "ot:eps=0.4",
+    "ot:eps=0.4,scale=mean",
     "gumbel:tau=0.1",
     "soft:alpha=0.9",
 ];

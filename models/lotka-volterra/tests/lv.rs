@@ -506,7 +506,7 @@ fn reverse_gradient_matches_forward_on_the_neural_model() {
     for s in [
         "diffusion:T=1,K=4,sde",
         "diffusion:T=1,K=4",
-        "ot:eps=0.4",
+        "ot:eps=0.4,scale=mean",
         "gumbel:tau=0.1",
         "soft:alpha=0.9",
     ] {

@@ -4,8 +4,9 @@
 //!
 //! Differentiable baselines:
 //!
-//! - `ot[:eps=E][,iters=I][,tol=T][,scale=mean|max|none]` — [`OtResampler`]; defaults
-//!   `eps=0.1,iters=100,tol=0.001,scale=mean` (see [`OtConfig`]).
+//! - `ot[:eps=E][,iters=I][,tol=T][,scale=mean|max|none][,anneal=RHO|none]` —
+//!   [`OtResampler`]; defaults `eps=0.1,iters=1000,tol=0.001,scale=none,anneal=0.7` (see
+//!   [`OtConfig`]): ε absolute, on squared Euclidean distances, as in the paper and OTT-JAX.
 //! - `gumbel[:tau=T]` — [`GumbelSoftmaxResampler`]; default `tau=0.1`.
 //! - `soft[:alpha=A]` — [`SoftResampler`]; default `alpha=0.5`.
 
@@ -37,7 +38,7 @@ use crate::scalar::Scalar;
 /// assert_eq!(spec.to_string(), "diffusion:T=2,integrator=jentzen-kloeden,sde");
 /// assert_eq!(spec.to_string().parse::<ResamplerSpec>().unwrap(), spec);
 /// let ot: ResamplerSpec = "ot:eps=0.4,iters=50".parse().unwrap();
-/// assert_eq!(ot.to_string(), "ot:eps=0.4,iters=50,tol=0.001,scale=mean");
+/// assert_eq!(ot.to_string(), "ot:eps=0.4,iters=50,tol=0.001,scale=none,anneal=0.7");
 /// assert!(ot.is_differentiable());
 /// assert_eq!("gumbel:tau=0.1".parse::<ResamplerSpec>().unwrap(), ResamplerSpec::Gumbel { tau: 0.1 });
 /// assert_eq!("soft:alpha=0.9".parse::<ResamplerSpec>().unwrap(), ResamplerSpec::Soft { alpha: 0.9 });
@@ -466,7 +467,7 @@ fn parse_diffusion(args: &SpecArgs<'_>) -> Result<DiffusionConfig> {
     }
     Ok(c)
 }
-/// `ot[:eps=…][,iters=…][,tol=…][,scale=…]`: parse errors name the option; out-of-range values
+/// `ot[:eps=…][,iters=…][,tol=…][,scale=…][,anneal=…]`: parse errors name the option; out-of-range values
 /// are [`SmcError::InvalidParameter`]s naming the knob.
 fn parse_ot(args: &SpecArgs<'_>) -> Result<OtConfig> {
     let mut c = OtConfig::default();
@@ -486,7 +487,17 @@ fn parse_ot(args: &SpecArgs<'_>) -> Result<OtConfig> {
                 })?;
                 c = c.with_scale(s);
             }
-            _ => return Err(args.unknown(k, "eps, iters, tol, scale")),
+            "anneal" => {
+                let v = v.ok_or_else(|| {
+                    args.err("option `anneal` needs a value: `anneal=RHO` (0 < RHO < 1) or `anneal=none`")
+                })?;
+                c = if v.eq_ignore_ascii_case("none") || v.eq_ignore_ascii_case("off") {
+                    c.with_anneal(None)?
+                } else {
+                    c.with_anneal(Some(args.num(k, Some(v))?))?
+                };
+            }
+            _ => return Err(args.unknown(k, "eps, iters, tol, scale, anneal")),
         }
     }
     Ok(c)
@@ -503,6 +514,8 @@ mod tests {
             "ot:eps=0.4",
             "ot:eps=0.8,iters=20,tol=1e-6,scale=max",
             "ot:scale=none",
+            "ot:eps=0.3,scale=none,anneal=0.7",
+            "ot:anneal=none",
             "gumbel",
             "gumbel:tau=0.1",
             "soft",
@@ -523,7 +536,7 @@ mod tests {
             (c.epsilon(), c.max_iterations(), c.tolerance()),
             (0.4, 7, 0.01)
         );
-        assert_eq!(c.scale(), CostScale::Mean);
+        assert_eq!(c.scale(), CostScale::None);
         assert!(ot.is_differentiable());
         assert!(ResamplerSpec::Gumbel { tau: 1.0 }.is_differentiable());
         assert!(!ResamplerSpec::Soft { alpha: 0.5 }.is_differentiable());
@@ -543,6 +556,10 @@ mod tests {
         bad_spec("ot:iters=2.5", "iters");
         bad_spec("ot:tol=", "tol");
         bad_spec("ot:scale=median", "scale");
+        assert!(matches!(
+            "ot:anneal=1".parse::<ResamplerSpec>(),
+            Err(SmcError::InvalidParameter { name: "anneal", .. })
+        ));
         bad_spec("ot:bogus=1", "bogus");
         bad_spec("gumbel:temperature=1", "temperature");
         bad_spec("gumbel:tau=x", "tau");

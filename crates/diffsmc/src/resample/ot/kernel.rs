@@ -51,6 +51,12 @@ impl<S: Scalar> Soa<S> {
         }
         Soa { n, d, stride, c }
     }
+    /// Multiplies every coordinate by `f`.
+    pub(super) fn scale_by(&mut self, f: f64) {
+        for v in &mut self.c {
+            *v = *v * f;
+        }
+    }
     #[inline]
     pub(super) fn get(&self, k: usize, i: usize) -> S {
         self.c[k * self.stride + i]

@@ -41,24 +41,25 @@ use sinkhorn::*;
 /// The scale `s` is computed from the particles at every resampling, in the scalar `S` (so it
 /// carries derivatives like everything else), and the cost is `|X_i − X_j|² / s`. With `Mean`
 /// or `Max`, `ε` is dimensionless: it is relative to the spread of the cloud, so one value
-/// works whatever the units of the state.
+/// works whatever the units of the state. The default, `None`, is the paper's convention and
+/// OTT-JAX's (`PointCloud(epsilon=ε)`: squared Euclidean cost, absolute `ε`).
 ///
 /// ```
 /// use diffsmc::resample::CostScale;
 /// assert_eq!("max".parse::<CostScale>().unwrap(), CostScale::Max);
-/// assert_eq!(CostScale::default().to_string(), "mean");
+/// assert_eq!(CostScale::default().to_string(), "none");
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CostScale {
     /// `s` = the mean of `|X_i − X_j|²` over all ordered pairs (uniform, including `i = j`),
     /// `= 2 · (1/N) Σ_i |X_i − X̄|²`: computed in `O(N d)`, robust to a few outlying
-    /// particles. The default.
-    #[default]
+    /// particles.
     Mean,
     /// `s` = the largest pairwise squared distance (the squared diameter of the cloud);
     /// costs one extra `O(N² d)` pass and lets a single outlier shrink the effective `ε`.
     Max,
-    /// No scaling (`s = 1`): `ε` is in the squared units of the state.
+    /// No scaling (`s = 1`): `ε` is in the squared units of the state. The default.
+    #[default]
     None,
 }
 
@@ -92,14 +93,23 @@ impl fmt::Display for CostScale {
 /// Knobs of [`OtResampler`], validated on construction.
 ///
 /// - `epsilon` (`ε > 0`, default [`OtConfig::DEFAULT_EPSILON`] = 0.1): the entropic
-///   regularisation, relative to the cost scale. Smaller is closer to exact optimal transport
-///   (less bias towards the weighted mean) but needs more iterations.
+///   regularisation, in the units of the cost: squared state units by default (the paper's and
+///   OTT-JAX's convention), relative to the cloud's spread with `scale=mean|max`. Smaller is
+///   closer to exact optimal transport (less bias towards the weighted mean) but needs more
+///   iterations.
 /// - `tolerance` (`> 0`, default 1e-3): Sinkhorn stops when the L1 error of the row marginal,
 ///   `Σ_i |Σ_j P_ij − 1/N|`, of the plan whose column marginal is exact falls to it or below.
-/// - `max_iterations` (`≥ 1`, default 100): the cap. Reaching it without meeting the
+/// - `max_iterations` (`≥ 1`, default 1000): the cap. Reaching it without meeting the
 ///   tolerance is not an error: the plan of the last iterate is used and the step reports
 ///   `converged = false` (see [`ResampleInfo`] and the driver's `resampler_converged`).
-/// - `scale` (default [`CostScale::Mean`]).
+/// - `scale` (default [`CostScale::None`]: absolute ε).
+/// - `anneal` (`ρ` in `(0, 1)` or `None`, default [`OtConfig::DEFAULT_ANNEAL`] = 0.7):
+///   ε-scaling, used when the cloud's mean pairwise squared distance `ε_0` (in cost units) is
+///   more than 50 ε: the first iterations use `ε ρ^{−m}, …, ε ρ^{−1}` (`m` the smallest with
+///   `ε ρ^{−m} ≥ ε_0`), each warm-starting the next, then `ε`; only iterations at `ε` can meet
+///   the tolerance. At small ε this saves about a quarter of the iterations (d = 8,
+///   N = 2048, absolute ε = 0.3: 147 against 194; see `docs/resamplers.md`). `None` runs plain
+///   Sinkhorn at `ε` from the first iteration.
 ///
 /// ```
 /// use diffsmc::resample::{CostScale, OtConfig};
@@ -116,6 +126,7 @@ pub struct OtConfig {
     tolerance: f64,
     max_iterations: usize,
     scale: CostScale,
+    anneal: Option<f64>,
 }
 
 impl Default for OtConfig {
@@ -124,18 +135,21 @@ impl Default for OtConfig {
             epsilon: Self::DEFAULT_EPSILON,
             tolerance: Self::DEFAULT_TOLERANCE,
             max_iterations: Self::DEFAULT_MAX_ITERATIONS,
-            scale: CostScale::Mean,
+            scale: CostScale::None,
+            anneal: Some(Self::DEFAULT_ANNEAL),
         }
     }
 }
 
 impl OtConfig {
-    /// Default `ε` (relative to the mean pairwise squared distance).
+    /// Default `ε` (absolute, in squared state units, with the default [`CostScale::None`]).
     pub const DEFAULT_EPSILON: f64 = 0.1;
     /// Default tolerance on the L1 marginal error.
     pub const DEFAULT_TOLERANCE: f64 = 1e-3;
     /// Default iteration cap.
-    pub const DEFAULT_MAX_ITERATIONS: usize = 100;
+    pub const DEFAULT_MAX_ITERATIONS: usize = 1000;
+    /// Default ε-scaling factor per iteration.
+    pub const DEFAULT_ANNEAL: f64 = 0.7;
 
     /// Defaults with regularisation `epsilon` (`> 0`, finite).
     pub fn new(epsilon: f64) -> Result<Self> {
@@ -170,6 +184,25 @@ impl OtConfig {
         self.scale = scale;
         self
     }
+    /// Sets ε-scaling: `Some(ρ)` with `0 < ρ < 1` divides ε by `1/ρ` per iteration down to
+    /// the target; `None` disables it.
+    pub fn with_anneal(mut self, anneal: Option<f64>) -> Result<Self> {
+        if let Some(rho) = anneal
+            && !(rho > 0.0 && rho < 1.0)
+        {
+            return Err(SmcError::invalid(
+                "anneal",
+                rho,
+                "a number in (0, 1), or none",
+            ));
+        }
+        self.anneal = anneal;
+        Ok(self)
+    }
+    /// The ε-scaling factor, if any.
+    pub fn anneal(&self) -> Option<f64> {
+        self.anneal
+    }
     /// `ε`.
     pub fn epsilon(&self) -> f64 {
         self.epsilon
@@ -189,13 +222,17 @@ impl OtConfig {
 }
 
 impl fmt::Display for OtConfig {
-    /// The spec syntax, e.g. `ot:eps=0.1,iters=100,tol=0.001,scale=mean`.
+    /// The spec syntax, e.g. `ot:eps=0.1,iters=100,tol=0.001,scale=none,anneal=0.7`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "ot:eps={},iters={},tol={},scale={}",
+            "ot:eps={},iters={},tol={},scale={},anneal=",
             self.epsilon, self.max_iterations, self.tolerance, self.scale
-        )
+        )?;
+        match self.anneal {
+            Some(rho) => write!(f, "{rho}"),
+            None => f.write_str("none"),
+        }
     }
 }
 

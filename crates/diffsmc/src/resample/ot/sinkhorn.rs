@@ -3,6 +3,13 @@
 
 use super::*;
 
+/// ε-scaling runs only when the cloud's mean squared distance (in cost units) exceeds this
+/// many times ε. Measured (example `ot_annealing`, d = 8, N = 2048, tolerance 1e-3): at a
+/// ratio of about 10 (ε = 0.1 relative to the mean) annealing from the mean took 9–11
+/// iterations against 7 plain, at about 50 it was even (35–38 against 39), at about 400
+/// (ε = 0.3 absolute) it saved a quarter (147 against 194).
+pub(super) const ANNEAL_MIN_RATIO: f64 = 50.0;
+
 /// The state of a solved Sinkhorn problem.
 #[derive(Debug)]
 pub(super) struct Sinkhorn<S> {
@@ -92,12 +99,45 @@ impl<S: Scalar> Sinkhorn<S> {
             // All particles equal (or d = 0): the cost vanishes, any scale will do.
             S::one()
         };
-        let c = (scale * config.epsilon).sqrt().recip();
-        let ya = Soa::from_fn(n, d, |i, k| (particles.particle(i)[k] - mean[k]) * c);
-        let yb = Soa::from_fn(support.len(), d, |j, k| ya.get(k, support[j]));
+        // ε-scaling: the first `stages` iterations use ε_k = ε ρ^{−(stages − k)}, k = 0, 1, …,
+        // from about the mean pairwise squared distance of the cloud in cost units (cost/ε of
+        // order one) down to ε, each warm-starting the next; then ε. The number of stages is
+        // an integer read off the value part, so the schedule is a constant of the map (the
+        // derivatives are those of the iterations run, as without annealing). Below
+        // `ANNEAL_MIN_RATIO` plain Sinkhorn converges in a few iterations and the stages would
+        // only add to them.
+        let target = config.epsilon;
+        let stages = match config.anneal {
+            Some(rho) => {
+                let mut m2 = 0.0;
+                for x in particles.iter() {
+                    for (&xk, &m) in x.iter().zip(&mean) {
+                        let z = xk.re() - m.re();
+                        m2 += z * z;
+                    }
+                }
+                let eps0 = 2.0 * m2 / nf / scale.re();
+                if eps0 > ANNEAL_MIN_RATIO * target && eps0.is_finite() {
+                    ((eps0 / target).ln() / (1.0 / rho).ln()).ceil().min(64.0) as i32
+                } else {
+                    0
+                }
+            }
+            None => 0,
+        };
+        let eps_at = |it: usize| match config.anneal {
+            Some(rho) if (it as i64 - 1) < stages as i64 => {
+                target * rho.powi(-(stages - (it as i32 - 1)))
+            }
+            _ => target,
+        };
+        let mut eps = eps_at(1);
+        let c = (scale * eps).sqrt().recip();
+        let mut ya = Soa::from_fn(n, d, |i, k| (particles.particle(i)[k] - mean[k]) * c);
+        let mut yb = Soa::from_fn(support.len(), d, |j, k| ya.get(k, support[j]));
         let xb = Soa::from_fn(support.len(), d, |j, k| particles.particle(support[j])[k]);
-        let qa = ya.sq_norms();
-        let qb = yb.sq_norms();
+        let mut qa = ya.sq_norms();
+        let mut qb = yb.sq_norms();
 
         let log_a = -nf.ln();
         let neg_inf = S::cst(f64::NEG_INFINITY);
@@ -114,6 +154,21 @@ impl<S: Scalar> Sinkhorn<S> {
         let mut converged = false;
         let mut error = f64::INFINITY;
         for it in 1..=config.max_iterations {
+            let next = eps_at(it);
+            if next != eps {
+                // Same potentials f, g in cost units: u = f/ε and the scaled points change.
+                let r = eps / next;
+                let rs = r.sqrt();
+                ya.scale_by(rs);
+                yb.scale_by(rs);
+                for q in qa.iter_mut().chain(qb.iter_mut()) {
+                    *q = *q * r;
+                }
+                for ui in &mut u {
+                    *ui = *ui * r;
+                }
+                eps = next;
+            }
             // Column update: columns exact.
             for (h, (&ui, &q)) in ha.iter_mut().zip(u.iter().zip(&qa)) {
                 *h = ui - q;
@@ -135,7 +190,8 @@ impl<S: Scalar> Sinkhorn<S> {
                 u[i] = S::cst(log_a) - l;
             }
             iterations = it;
-            if error <= config.tolerance {
+            // Only a plan at the target ε counts.
+            if eps == target && error <= config.tolerance {
                 converged = true;
                 break;
             }

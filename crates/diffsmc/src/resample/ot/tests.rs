@@ -152,8 +152,10 @@ fn ot_small_epsilon_approaches_exact_transport() {
     // like 1/iterations here), hence the generous cap.
     let mut errs = Vec::new();
     for &eps in &[0.1, 0.01, 0.001] {
+        // ε relative to the mean squared distance (the thresholds below are in those units).
         let cfg = OtConfig::new(eps)
             .unwrap()
+            .with_scale(CostScale::Mean)
             .with_tolerance(1e-5)
             .unwrap()
             .with_max_iterations(200_000)
@@ -396,4 +398,78 @@ fn ot_bad_inputs_are_typed_errors() {
     let mut olw = vec![0.0; 5];
     let bad = vec![f64::NAN; 5];
     assert!(r.resample(&x, &bad, key, &mut out, &mut olw).is_err());
+}
+
+/// ε-scaling changes the path, not the fixed point: run to a tight tolerance, the annealed and
+/// the plain solver move the particles to the same points (to 1e-6: the marginal error 1e-9
+/// times the cloud's spread, with room for rounding), and the annealed one takes fewer
+/// iterations at a small absolute ε (a deterministic property of this instance: 8-D cloud,
+/// ε = 0.3 on squared distances of order 16, where plain Sinkhorn needs hundreds).
+#[test]
+fn ot_annealing_reaches_the_same_plan_in_fewer_iterations() {
+    let (x, lw) = cloud(96, 8, 5);
+    let x = Particles::from_vec(96, 8, x.as_slice().iter().map(|v| 2.0 * v).collect()).unwrap();
+    let base = OtConfig::new(0.3)
+        .unwrap()
+        .with_scale(CostScale::None)
+        .with_tolerance(1e-9)
+        .unwrap()
+        .with_max_iterations(20_000)
+        .unwrap();
+    let plain = base.with_anneal(None).unwrap();
+    let (a, ia) = run(&OtResampler::new(plain), &x, &lw);
+    for rho in [0.5, 0.7] {
+        let annealed = base.with_anneal(Some(rho)).unwrap();
+        let (b, ib) = run(&OtResampler::new(annealed), &x, &lw);
+        assert!(ia.converged && ib.converged);
+        let diff = a
+            .as_slice()
+            .iter()
+            .zip(b.as_slice())
+            .map(|(p, q)| (p - q).abs())
+            .fold(0.0, f64::max);
+        assert!(diff < 1e-6, "ρ = {rho}: max |Δx*| = {diff}");
+        assert!(
+            ib.iterations < ia.iterations,
+            "ρ = {rho}: {} annealed vs {} plain iterations",
+            ib.iterations,
+            ia.iterations
+        );
+    }
+}
+
+/// Annealing stages are not counted as converged: a cap that ends inside the schedule
+/// reports non-convergence even with a tolerance any plan meets.
+#[test]
+fn ot_annealing_stages_never_count_as_converged() {
+    let (x, lw) = cloud(32, 3, 6);
+    let cfg = OtConfig::new(1e-3)
+        .unwrap()
+        .with_scale(CostScale::None)
+        .with_tolerance(10.0)
+        .unwrap()
+        .with_max_iterations(4)
+        .unwrap()
+        .with_anneal(Some(0.5))
+        .unwrap();
+    let (out, info) = run(&OtResampler::new(cfg), &x, &lw);
+    assert!(!info.converged && info.iterations == 4);
+    assert!(out.as_slice().iter().all(|v| v.is_finite()));
+    // The same budget without annealing meets that tolerance at once.
+    let (_, plain) = run(&OtResampler::new(cfg.with_anneal(None).unwrap()), &x, &lw);
+    assert!(plain.converged && plain.iterations == 1);
+}
+
+/// Where plain Sinkhorn is fast (ε a tenth of the mean squared distance, ratio 10 < 50), the
+/// default annealing does nothing: bit-identical to `anneal=none`.
+#[test]
+fn ot_annealing_is_skipped_for_large_epsilon() {
+    let (x, lw) = cloud(64, 4, 7);
+    let cfg = OtConfig::new(0.1).unwrap().with_scale(CostScale::Mean);
+    assert_eq!(cfg.anneal(), Some(OtConfig::DEFAULT_ANNEAL));
+    let (a, ia) = run(&OtResampler::new(cfg), &x, &lw);
+    let (b, ib) = run(&OtResampler::new(cfg.with_anneal(None).unwrap()), &x, &lw);
+    assert_eq!(ia, ib);
+    let bits = |p: &Particles<f64>| p.as_slice().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&a), bits(&b));
 }
