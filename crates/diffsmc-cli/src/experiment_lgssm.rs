@@ -9,7 +9,7 @@ use nalgebra::{DMatrix, DVector};
 use serde_json::json;
 
 use crate::error::CliError;
-use crate::optimise::{OptimSettings, OptimizerKind, minimise};
+use crate::optimise::{OptimSettings, OptimizerKind, admissible, minimise};
 use crate::output::{num, summary};
 
 /// The true parameters of the experiment.
@@ -151,16 +151,20 @@ pub fn one_run(s: &LgssmSettings, run: usize, keep_landscape: bool) -> Result<Ru
         iterations: s.iterations,
         clip: None,
     };
+    let inadmissible = std::cell::Cell::new(0);
     let fit = minimise(
         &settings,
         &start,
         |th: &[f64]| {
-            gradient(
-                &ParticleFilterNll::new(&params, &smc, &s.resampler, pf_seed),
-                th,
-                &GradOptions::default(),
+            admissible(
+                gradient(
+                    &ParticleFilterNll::new(&params, &smc, &s.resampler, pf_seed),
+                    th,
+                    &GradOptions::default(),
+                ),
+                th.len(),
+                &inadmissible,
             )
-            .unwrap_or((f64::NAN, vec![f64::NAN; th.len()]))
         },
         |_| {},
     )?;

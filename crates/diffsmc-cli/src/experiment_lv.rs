@@ -8,7 +8,7 @@ use diffsmc_lotka_volterra::{KnownLv, LvParams, NeuralLv, SimConfig, prediction_
 use serde_json::json;
 
 use crate::error::CliError;
-use crate::optimise::{OptimSettings, minimise};
+use crate::optimise::{OptimSettings, admissible, minimise};
 use crate::output::{num, summary};
 
 /// Number of simulated predictions per run.
@@ -81,6 +81,7 @@ pub fn one_run(
         &KnownLv::theta(&LvParams::paper()),
     )?;
     let mut k = 0u64;
+    let inadmissible = std::cell::Cell::new(0);
     let t0 = std::time::Instant::now();
     let fit = minimise(
         &s.optim,
@@ -92,12 +93,15 @@ pub fn one_run(
                 derive_seed(seed, 1000 + k)
             };
             k += 1;
-            gradient(
-                &ParticleFilterNll::new(&family, &smc, spec, fseed),
-                theta,
-                &opts,
+            admissible(
+                gradient(
+                    &ParticleFilterNll::new(&family, &smc, spec, fseed),
+                    theta,
+                    &opts,
+                ),
+                theta.len(),
+                &inadmissible,
             )
-            .unwrap_or((f64::NAN, vec![f64::NAN; theta.len()]))
         },
         |_| on_iter(),
     )?;

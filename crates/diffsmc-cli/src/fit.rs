@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::data::read_csv;
 use crate::error::CliError;
-use crate::optimise::{OptimSettings, OptimizerKind, minimise};
+use crate::optimise::{OptimSettings, OptimizerKind, admissible, minimise, warn_inadmissible};
 use crate::output::{check_writable, num, write_json};
 use crate::progress;
 
@@ -119,7 +119,7 @@ pub fn fit(args: &FitArgs, quiet: bool, force: bool) -> Result<(), CliError> {
     };
     let fixed_seed = args.optimizer == OptimizerKind::Lbfgs || args.common_random_numbers;
     let evals = Cell::new(0u64);
-    let first_error: std::cell::RefCell<Option<diffsmc::SmcError>> = Default::default();
+    let inadmissible = Cell::new(0);
     let objective = |theta: &[f64]| {
         let seed = if fixed_seed {
             args.seed
@@ -128,17 +128,15 @@ pub fn fit(args: &FitArgs, quiet: bool, force: bool) -> Result<(), CliError> {
         };
         evals.set(evals.get() + 1);
         let opts = GradOptions::default().with_mode(args.grad);
-        match gradient(
-            &ParticleFilterNll::new(&params, &smc, &args.resampler, seed),
-            theta,
-            &opts,
-        ) {
-            Ok(v) => v,
-            Err(e) => {
-                first_error.borrow_mut().get_or_insert(e);
-                (f64::NAN, vec![f64::NAN; theta.len()])
-            }
-        }
+        admissible(
+            gradient(
+                &ParticleFilterNll::new(&params, &smc, &args.resampler, seed),
+                theta,
+                &opts,
+            ),
+            theta.len(),
+            &inadmissible,
+        )
     };
     let pb = progress::bar(args.iterations as u64, "fit", quiet);
     let t0 = Instant::now();
@@ -149,8 +147,11 @@ pub fn fit(args: &FitArgs, quiet: bool, force: bool) -> Result<(), CliError> {
         &settings,
         &args.init,
         |theta: &[f64]| {
-            gradient(&KalmanNll(&params), theta, &GradOptions::default())
-                .unwrap_or((f64::NAN, vec![f64::NAN; theta.len()]))
+            admissible(
+                gradient(&KalmanNll(&params), theta, &GradOptions::default()),
+                theta.len(),
+                &inadmissible,
+            )
         },
         |_| {},
     )?;
@@ -175,11 +176,7 @@ pub fn fit(args: &FitArgs, quiet: bool, force: bool) -> Result<(), CliError> {
             res.skipped
         );
     }
-    if let Some(e) = first_error.borrow().as_ref() {
-        eprintln!(
-            "warning: some evaluations failed (first: {e}); the optimiser backtracked from them"
-        );
-    }
+    warn_inadmissible(inadmissible.get());
     if let Some(p) = &args.json {
         let v = json!({
             "model": "lgssm",

@@ -2,13 +2,13 @@
 //! `--model double-well`): transition densities by diffusion-bridge importance sampling (or
 //! SMC bridge sampling with resampling), summed over the observation intervals.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::path::Path;
 use std::time::Instant;
 
 use diffsmc::grad::Differentiable;
 use diffsmc::rng::derive_seed;
-use diffsmc::{Resampler, SmcError, Trigger};
+use diffsmc::{Resampler, Trigger};
 use diffsmc_sde::{
     BridgeProposal, BridgeSettings, DoubleWellFamily, ExactOuObjective, Lookahead, Observations,
     Ou, OuFamily, Parametrisation, PathObjective, Sde, SdeFamily, map_intervals, standard_errors,
@@ -19,7 +19,9 @@ use crate::data::read_csv;
 use crate::error::CliError;
 use crate::fit::FitArgs;
 use crate::lgssm_cmd::FilterArgs;
-use crate::optimise::{FitOutcome, OptimSettings, OptimizerKind, minimise};
+use crate::optimise::{
+    FitOutcome, OptimSettings, OptimizerKind, admissible, minimise, warn_inadmissible,
+};
 use crate::output::{check_writable, num, write_json};
 use crate::progress;
 
@@ -354,7 +356,8 @@ pub fn filter(args: &FilterArgs, force: bool, quiet: bool) -> Result<(), CliErro
 struct SdeFit {
     outcome: FitOutcome,
     theta: Vec<f64>,
-    first_error: Option<SmcError>,
+    /// Evaluations turned into inadmissible points by [`admissible`].
+    inadmissible: usize,
 }
 
 /// Minimises `objective(φ, seed)` from θ0 (natural) in φ = (…, log σ).
@@ -371,7 +374,7 @@ fn optimise(
         .from_natural(positive, theta0)
         .map_err(|e| CliError::flag("init", e.to_string()))?;
     let evals = Cell::new(0u64);
-    let first_error: RefCell<Option<SmcError>> = RefCell::new(None);
+    let inadmissible = Cell::new(0);
     let mut on_iter = on_iter;
     let outcome = minimise(
         settings,
@@ -379,10 +382,7 @@ fn optimise(
         |phi: &[f64]| {
             let seed = seed_for(evals.get());
             evals.set(evals.get() + 1);
-            objective(phi, seed).unwrap_or_else(|e| {
-                first_error.borrow_mut().get_or_insert(e);
-                (f64::NAN, vec![f64::NAN; phi.len()])
-            })
+            admissible(objective(phi, seed), phi.len(), &inadmissible)
         },
         |_| on_iter(),
     )?;
@@ -390,7 +390,7 @@ fn optimise(
     Ok(SdeFit {
         outcome,
         theta,
-        first_error: first_error.into_inner(),
+        inadmissible: inadmissible.get(),
     })
 }
 
@@ -500,11 +500,7 @@ fn fit_family<F: SdeFamily>(
             fit.outcome.skipped
         );
     }
-    if let Some(e) = &fit.first_error {
-        eprintln!(
-            "warning: some evaluations failed (first: {e}); the optimiser backtracked from them"
-        );
-    }
+    warn_inadmissible(fit.inadmissible);
     let mut v = json!({
         "model": model.name(),
         "data": args.data.display().to_string(),
