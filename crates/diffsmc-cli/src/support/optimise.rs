@@ -5,7 +5,7 @@ use std::cell::Cell;
 use diffsmc::SmcError;
 use diffsmc_optim::{Adam, Control, IterationInfo, Lbfgs, Lion, Minimizer};
 
-use crate::error::CliError;
+use crate::support::error::CliError;
 
 /// Which optimiser.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -10,9 +10,9 @@ use diffsmc::grad::{GradOptions, KalmanNll, ParticleFilterNll, gradient};
 use diffsmc::{Bootstrap, ResamplerSpec, Smc, SmcConfig, SmcOutput};
 use diffsmc_lgssm::{Lgssm, PaperParams};
 
-use crate::error::CliError;
-use crate::optimise::{OptimSettings, OptimizerKind, admissible, minimise};
-use crate::plot::{Band, Chart, Series, Style, draw_heatmaps, landscape_panels};
+use crate::support::error::CliError;
+use crate::support::optimise::{OptimSettings, OptimizerKind, admissible, minimise};
+use crate::support::plot::{Band, Chart, Series, Style, draw_heatmaps, landscape_panels};
 
 /// The paper's parameters.
 const THETA: [f64; 2] = [0.5, 1.0];
@@ -95,10 +95,10 @@ pub fn demo(args: &DemoArgs, force: bool) -> Result<(), CliError> {
     } else {
         free_name(&landscape_name(&out_path))
     };
-    crate::args::check_memory(
+    crate::support::args::check_memory(
         "particles",
         args.particles,
-        crate::args::filter_bytes_per_particle(1, 8),
+        crate::support::args::filter_bytes_per_particle(1, 8),
     )?;
     let model = Lgssm::paper(THETA[0], THETA[1], 1)?;
     let (xs, ys) = model.simulate(STEPS, args.seed);

@@ -7,8 +7,11 @@ use diffsmc_gaussian_mixture::{
 };
 use serde_json::json;
 
-use crate::error::CliError;
-use crate::output::{num, summary};
+use crate::support::error::CliError;
+use crate::support::output::{num, summary};
+use std::path::PathBuf;
+
+use crate::support::{output, progress};
 
 /// Settings of the Gaussian-mixture experiment.
 #[derive(Debug, Clone)]
@@ -115,4 +118,83 @@ pub fn run(s: &GmSettings, pb: &indicatif::ProgressBar) -> Result<serde_json::Va
         "non_converged_runs": non_converged,
         "summary": { "swd": summary(&swd), "mean_sq_error": summary(&mse) },
     }))
+}
+
+/// The flags of `diffsmc experiment gm` (see its `--help`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Independent runs (each a new random problem).
+    #[arg(long, default_value_t = 10)]
+    pub runs: usize,
+    /// Particles.
+    #[arg(long, default_value_t = 10_000)]
+    pub particles: usize,
+    /// Resampler spec.
+    #[arg(long, default_value = "multinomial")]
+    pub resampler: ResamplerSpec,
+    /// State dimension.
+    #[arg(long, default_value_t = 8)]
+    pub dim: usize,
+    /// Mixture components.
+    #[arg(long, default_value_t = 5)]
+    pub components: usize,
+    /// Random directions of the sliced Wasserstein distance.
+    #[arg(long, default_value_t = 1000)]
+    pub directions: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Write per-run results and the summary as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// Runs `diffsmc experiment gm`.
+pub fn execute(args: &Args, force: bool, quiet: bool) -> Result<(), CliError> {
+    let Args {
+        runs,
+        particles,
+        resampler,
+        dim,
+        components,
+        directions,
+        seed,
+        json,
+    } = args.clone();
+    if let Some(p) = &json {
+        output::check_writable(p, force)?;
+    }
+    let settings = GmSettings {
+        runs,
+        particles,
+        resampler,
+        dim,
+        components,
+        directions,
+        seed,
+    };
+    let pb = progress::bar(runs as u64, "gm runs", quiet);
+    let v = run(&settings, &pb)?;
+    pb.finish_and_clear();
+    let sm = &v["summary"];
+    println!(
+        "gm  resampler {}  N={}  runs={}\n  swd           {:.5} ± {:.5}\n  mean_sq_error {:.5} ± {:.5}",
+        settings.resampler,
+        particles,
+        runs,
+        sm["swd"]["mean"].as_f64().unwrap_or(f64::NAN),
+        sm["swd"]["std"].as_f64().unwrap_or(f64::NAN),
+        sm["mean_sq_error"]["mean"].as_f64().unwrap_or(f64::NAN),
+        sm["mean_sq_error"]["std"].as_f64().unwrap_or(f64::NAN),
+    );
+    if v["non_converged_runs"].as_u64().unwrap_or(0) > 0 {
+        eprintln!(
+            "warning: the resampler did not converge in {} runs",
+            v["non_converged_runs"]
+        );
+    }
+    if let Some(p) = &json {
+        output::write_json(p, &v, force)?;
+    }
+    Ok(())
 }

@@ -8,7 +8,12 @@ use indicatif::ProgressBar;
 use num_dual::{DualSVec64, DualStruct};
 use serde_json::json;
 
-use crate::error::CliError;
+use crate::support::error::CliError;
+use std::path::PathBuf;
+
+use diffsmc::grad::GradMode;
+
+use crate::support::{output, progress};
 
 /// Median of a sample of durations in seconds.
 pub fn median(mut v: Vec<f64>) -> f64 {
@@ -267,4 +272,197 @@ pub fn grad(
         "gradient_to_value": grad_median.map(|g| g / value_median),
         "repetitions": grad_times.as_ref().map_or(value_times.len(), Vec::len),
     }))
+}
+
+/// The flags of `diffsmc bench grad` (see its `--help`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct GradArgs {
+    /// Model: `lgssm` or `lotka-volterra`.
+    #[arg(long, default_value = "lgssm")]
+    pub model: String,
+    /// Resampler spec.
+    #[arg(long, default_value = "systematic")]
+    pub resampler: ResamplerSpec,
+    /// Number of particles.
+    #[arg(long, default_value_t = 32)]
+    pub particles: usize,
+    /// Gradient mode: `forward`, `reverse` or `auto`.
+    #[arg(long, default_value = "auto")]
+    pub grad: GradMode,
+    /// Minimum number of timed repetitions (after one warm-up), e.g. 1 for long runs.
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Minimum total measuring time in seconds.
+    #[arg(long, default_value_t = 2.0)]
+    pub seconds: f64,
+    /// Write the result as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// Runs `diffsmc bench grad`.
+pub fn grad_command(args: &GradArgs, force: bool, quiet: bool) -> Result<(), CliError> {
+    let GradArgs {
+        model,
+        resampler,
+        particles,
+        grad,
+        reps,
+        seed,
+        seconds,
+        json,
+    } = args.clone();
+    if reps == 0 {
+        return Err(CliError::flag("reps", "must be at least 1"));
+    }
+    let model: BenchModel = model.parse()?;
+    if let Some(p) = &json {
+        output::check_writable(p, force)?;
+    }
+    let pb = progress::spinner("bench grad", quiet);
+    let v = self::grad(
+        model,
+        &resampler,
+        particles,
+        seed,
+        seconds,
+        Some(grad),
+        reps,
+        &pb,
+    )?;
+    pb.finish_and_clear();
+    println!(
+        "grad {} {} N={} ({} mode): value+gradient median {:.6} s, value alone {:.6} s",
+        v["model"].as_str().unwrap_or(""),
+        resampler,
+        particles,
+        v["grad_mode"].as_str().unwrap_or(""),
+        v["median_seconds"].as_f64().unwrap_or(f64::NAN),
+        v["value_median_seconds"].as_f64().unwrap_or(f64::NAN)
+    );
+    if let Some(p) = &json {
+        output::write_json(p, &v, force)?;
+    }
+    Ok(())
+}
+
+/// The flags of `diffsmc bench filter` (see its `--help`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct FilterArgs {
+    /// Resampler spec.
+    #[arg(long, default_value = "systematic")]
+    pub resampler: ResamplerSpec,
+    /// Number of particles.
+    #[arg(long, default_value_t = 1024)]
+    pub particles: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Minimum total measuring time in seconds.
+    #[arg(long, default_value_t = 2.0)]
+    pub seconds: f64,
+    /// Write the result as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// Runs `diffsmc bench filter`.
+pub fn filter_command(args: &FilterArgs, force: bool, quiet: bool) -> Result<(), CliError> {
+    let FilterArgs {
+        resampler,
+        particles,
+        seed,
+        seconds,
+        json,
+    } = args.clone();
+    if let Some(p) = &json {
+        output::check_writable(p, force)?;
+    }
+    let pb = progress::spinner("bench filter", quiet);
+    let v = self::grad(
+        BenchModel::Lgssm,
+        &resampler,
+        particles,
+        seed,
+        seconds,
+        None,
+        3,
+        &pb,
+    )?;
+    pb.finish_and_clear();
+    println!(
+        "filter lgssm {} N={}: median {:.6} s over {} runs",
+        resampler,
+        particles,
+        v["median_seconds"].as_f64().unwrap_or(f64::NAN),
+        v["repetitions"]
+    );
+    if let Some(p) = &json {
+        output::write_json(p, &v, force)?;
+    }
+    Ok(())
+}
+
+/// The flags of `diffsmc bench resample` (see its `--help`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ResampleArgs {
+    /// Resampler spec, e.g. `systematic`, `diffusion:T=2,K=8,sde`, `ot:eps=0.4`.
+    #[arg(long, default_value = "systematic")]
+    pub resampler: ResamplerSpec,
+    /// Number of particles.
+    #[arg(long, default_value_t = 1024)]
+    pub particles: usize,
+    /// State dimension.
+    #[arg(long, default_value_t = 8)]
+    pub dim: usize,
+    /// Scalar type.
+    #[arg(long, value_enum, default_value = "f64")]
+    pub scalar: BenchScalar,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Minimum total measuring time in seconds.
+    #[arg(long, default_value_t = 2.0)]
+    pub seconds: f64,
+    /// Write the result as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// Runs `diffsmc bench resample`.
+pub fn resample_command(args: &ResampleArgs, force: bool, quiet: bool) -> Result<(), CliError> {
+    let ResampleArgs {
+        resampler,
+        particles,
+        dim,
+        scalar,
+        seed,
+        seconds,
+        json,
+    } = args.clone();
+    if let Some(p) = &json {
+        output::check_writable(p, force)?;
+    }
+    let pb = progress::spinner("bench resample", quiet);
+    let v = resample(&resampler, particles, dim, scalar, seed, seconds, &pb)?;
+    pb.finish_and_clear();
+    println!(
+        "resample {} N={} d={} {}: median {:.6} s over {} runs",
+        resampler,
+        particles,
+        dim,
+        v["scalar"].as_str().unwrap_or(""),
+        v["median_seconds"].as_f64().unwrap_or(f64::NAN),
+        v["repetitions"]
+    );
+    if v["all_converged"] == serde_json::Value::Bool(false) {
+        eprintln!("warning: the resampler reported non-convergence in some runs");
+    }
+    if let Some(p) = &json {
+        output::write_json(p, &v, force)?;
+    }
+    Ok(())
 }

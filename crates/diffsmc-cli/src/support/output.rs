@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::error::CliError;
+use crate::support::error::CliError;
 
 /// Fails with [`CliError::Exists`] if `path` exists and `force` is false.
 pub fn check_writable(path: &Path, force: bool) -> Result<(), CliError> {
