@@ -6,7 +6,6 @@ use diffsmc::rng::{Purpose, StreamKey, standard_normal};
 use diffsmc::{Particles, ResamplerSpec, Scalar, normalise_log_weights};
 use indicatif::ProgressBar;
 use num_dual::{DualSVec64, DualStruct};
-use serde_json::json;
 
 use crate::support::error::CliError;
 use std::path::PathBuf;
@@ -14,6 +13,7 @@ use std::path::PathBuf;
 use diffsmc::grad::GradMode;
 
 use crate::support::{output, progress};
+use serde::Serialize;
 
 /// Median of a sample of durations in seconds.
 pub fn median(mut v: Vec<f64>) -> f64 {
@@ -119,7 +119,7 @@ pub fn resample(
     seed: u64,
     min_seconds: f64,
     pb: &ProgressBar,
-) -> Result<serde_json::Value, CliError> {
+) -> Result<ResampleReport, CliError> {
     if n == 0 {
         return Err(CliError::flag("particles", "must be at least 1"));
     }
@@ -146,17 +146,72 @@ pub fn resample(
         }
     };
     let med = median(times.clone());
-    Ok(json!({
-        "bench": "resample",
-        "resampler": spec.to_string(),
-        "particles": n,
-        "dim": d,
-        "scalar": match scalar { BenchScalar::F64 => "f64", BenchScalar::Dual2 => "dual2" },
-        "repetitions": times.len(),
-        "median_seconds": med,
-        "min_seconds": times.iter().copied().fold(f64::INFINITY, f64::min),
-        "all_converged": converged,
-    }))
+    Ok(ResampleReport {
+        bench: "resample",
+        resampler: spec.to_string(),
+        particles: n,
+        dim: d,
+        scalar: match scalar {
+            BenchScalar::F64 => "f64",
+            BenchScalar::Dual2 => "dual2",
+        },
+        repetitions: times.len(),
+        median_seconds: med,
+        min_seconds: times.iter().copied().fold(f64::INFINITY, f64::min),
+        all_converged: converged,
+    })
+}
+
+/// The JSON report of `diffsmc bench resample`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResampleReport {
+    /// `"resample"`.
+    pub bench: &'static str,
+    /// The resampler spec.
+    pub resampler: String,
+    /// Particles.
+    pub particles: usize,
+    /// State dimension.
+    pub dim: usize,
+    /// `"f64"` or `"dual2"`.
+    pub scalar: &'static str,
+    /// Timed repetitions.
+    pub repetitions: usize,
+    /// Median seconds of one resampling.
+    pub median_seconds: f64,
+    /// Fastest repetition.
+    pub min_seconds: f64,
+    /// Whether the resampler converged in every repetition.
+    pub all_converged: bool,
+}
+
+/// The JSON report of `diffsmc bench grad` and `diffsmc bench filter`.
+#[derive(Debug, Clone, Serialize)]
+pub struct GradReport {
+    /// `"grad"` or `"filter"`.
+    pub bench: &'static str,
+    /// `"lgssm"` or `"lotka-volterra"`.
+    pub model: &'static str,
+    /// The resampler spec.
+    pub resampler: String,
+    /// Particles.
+    pub particles: usize,
+    /// Time steps.
+    pub steps: usize,
+    /// Parameters.
+    pub parameters: usize,
+    /// The resolved gradient mode (`null` for `bench filter`).
+    pub grad_mode: Option<&'static str>,
+    /// Median seconds of the timed quantity (value and gradient, or the value alone).
+    pub median_seconds: f64,
+    /// Median seconds of the value alone.
+    pub value_median_seconds: f64,
+    /// Median seconds of value and gradient (`null` for `bench filter`).
+    pub gradient_median_seconds: Option<f64>,
+    /// `gradient_median_seconds / value_median_seconds`.
+    pub gradient_to_value: Option<f64>,
+    /// Timed repetitions.
+    pub repetitions: usize,
 }
 
 /// The model of `diffsmc bench grad`.
@@ -233,7 +288,7 @@ pub fn grad(
     mode: Option<diffsmc::grad::GradMode>,
     reps: usize,
     pb: &ProgressBar,
-) -> Result<serde_json::Value, CliError> {
+) -> Result<GradReport, CliError> {
     use diffsmc_lgssm::{Lgssm, PaperParams};
     use diffsmc_lotka_volterra::{LvParams, NeuralLv, SimConfig, simulate};
     if n == 0 {
@@ -258,20 +313,20 @@ pub fn grad(
     let resolved = mode.map(|m| m.resolve(n_params).name());
     let value_median = median(value_times.clone());
     let grad_median = grad_times.as_ref().map(|t| median(t.clone()));
-    Ok(json!({
-        "bench": if mode.is_some() { "grad" } else { "filter" },
-        "model": name,
-        "resampler": spec.to_string(),
-        "particles": n,
-        "steps": steps,
-        "parameters": n_params,
-        "grad_mode": resolved,
-        "median_seconds": grad_median.unwrap_or(value_median),
-        "value_median_seconds": value_median,
-        "gradient_median_seconds": grad_median,
-        "gradient_to_value": grad_median.map(|g| g / value_median),
-        "repetitions": grad_times.as_ref().map_or(value_times.len(), Vec::len),
-    }))
+    Ok(GradReport {
+        bench: if mode.is_some() { "grad" } else { "filter" },
+        model: name,
+        resampler: spec.to_string(),
+        particles: n,
+        steps,
+        parameters: n_params,
+        grad_mode: resolved,
+        median_seconds: grad_median.unwrap_or(value_median),
+        value_median_seconds: value_median,
+        gradient_median_seconds: grad_median,
+        gradient_to_value: grad_median.map(|g| g / value_median),
+        repetitions: grad_times.as_ref().map_or(value_times.len(), Vec::len),
+    })
 }
 
 /// The flags of `diffsmc bench grad` (see its `--help`).
@@ -336,12 +391,12 @@ pub fn grad_command(args: &GradArgs, force: bool, quiet: bool) -> Result<(), Cli
     pb.finish_and_clear();
     println!(
         "grad {} {} N={} ({} mode): value+gradient median {:.6} s, value alone {:.6} s",
-        v["model"].as_str().unwrap_or(""),
+        v.model,
         resampler,
         particles,
-        v["grad_mode"].as_str().unwrap_or(""),
-        v["median_seconds"].as_f64().unwrap_or(f64::NAN),
-        v["value_median_seconds"].as_f64().unwrap_or(f64::NAN)
+        v.grad_mode.unwrap_or(""),
+        v.median_seconds,
+        v.value_median_seconds
     );
     if let Some(p) = &json {
         output::write_json(p, &v, force)?;
@@ -395,10 +450,7 @@ pub fn filter_command(args: &FilterArgs, force: bool, quiet: bool) -> Result<(),
     pb.finish_and_clear();
     println!(
         "filter lgssm {} N={}: median {:.6} s over {} runs",
-        resampler,
-        particles,
-        v["median_seconds"].as_f64().unwrap_or(f64::NAN),
-        v["repetitions"]
+        resampler, particles, v.median_seconds, v.repetitions
     );
     if let Some(p) = &json {
         output::write_json(p, &v, force)?;
@@ -451,14 +503,9 @@ pub fn resample_command(args: &ResampleArgs, force: bool, quiet: bool) -> Result
     pb.finish_and_clear();
     println!(
         "resample {} N={} d={} {}: median {:.6} s over {} runs",
-        resampler,
-        particles,
-        dim,
-        v["scalar"].as_str().unwrap_or(""),
-        v["median_seconds"].as_f64().unwrap_or(f64::NAN),
-        v["repetitions"]
+        resampler, particles, dim, v.scalar, v.median_seconds, v.repetitions
     );
-    if v["all_converged"] == serde_json::Value::Bool(false) {
+    if !v.all_converged {
         eprintln!("warning: the resampler reported non-convergence in some runs");
     }
     if let Some(p) = &json {

@@ -14,6 +14,7 @@ use diffsmc_sde::{
     DoubleWellFamily, ExactOuObjective, Observations, OuFamily, Parametrisation, PathObjective,
     SdeFamily, standard_errors,
 };
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::models::CliModel;
@@ -86,6 +87,30 @@ pub struct FitArgs {
     pub json: Option<PathBuf>,
     #[command(flatten)]
     pub sde: SdeArgs,
+}
+
+/// The JSON report of `diffsmc fit --model lgssm` (non-finite numbers are written as
+/// `null`).
+#[derive(Debug, Serialize)]
+struct LgssmFitReport<'a> {
+    model: &'static str,
+    data: String,
+    init: &'a [f64],
+    optimizer: &'static str,
+    particles: usize,
+    resampler: String,
+    seed: u64,
+    theta_hat: &'a [f64],
+    nll: f64,
+    converged: bool,
+    stop_reason: &'a str,
+    iterations: usize,
+    skipped_updates: usize,
+    loss_trace: &'a [f64],
+    seconds: f64,
+    kalman_theta_hat: &'a [f64],
+    kalman_nll: f64,
+    kalman_converged: bool,
 }
 
 /// Runs `diffsmc fit`.
@@ -179,27 +204,27 @@ pub fn fit(args: &FitArgs, quiet: bool, force: bool) -> Result<(), CliError> {
     }
     warn_inadmissible(inadmissible.get());
     if let Some(p) = &args.json {
-        let v = json!({
-            "model": "lgssm",
-            "data": args.data.display().to_string(),
-            "init": &args.init.0,
-            "optimizer": args.optimizer.name(),
-            "particles": args.particles,
-            "resampler": args.resampler.to_string(),
-            "seed": args.seed,
-            "theta_hat": res.theta,
-            "nll": num(res.value),
-            "converged": res.converged,
-            "stop_reason": res.reason,
-            "iterations": res.iterations,
-            "skipped_updates": res.skipped,
-            "loss_trace": res.trace.iter().map(|&v| num(v)).collect::<Vec<_>>(),
-            "seconds": elapsed,
-            "kalman_theta_hat": kalman.theta,
-            "kalman_nll": num(kalman.value),
-            "kalman_converged": kalman.converged,
-        });
-        write_json(p, &v, force)?;
+        let report = LgssmFitReport {
+            model: "lgssm",
+            data: args.data.display().to_string(),
+            init: &args.init.0,
+            optimizer: args.optimizer.name(),
+            particles: args.particles,
+            resampler: args.resampler.to_string(),
+            seed: args.seed,
+            theta_hat: &res.theta,
+            nll: res.value,
+            converged: res.converged,
+            stop_reason: &res.reason,
+            iterations: res.iterations,
+            skipped_updates: res.skipped,
+            loss_trace: &res.trace,
+            seconds: elapsed,
+            kalman_theta_hat: &kalman.theta,
+            kalman_nll: kalman.value,
+            kalman_converged: kalman.converged,
+        };
+        write_json(p, &report, force)?;
     }
     Ok(())
 }

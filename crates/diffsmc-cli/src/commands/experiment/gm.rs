@@ -5,10 +5,10 @@ use diffsmc::{Particles, ResamplerSpec};
 use diffsmc_gaussian_mixture::{
     GmProblem, PAPER_DIRECTIONS, SlicedWasserstein, mean_sq_error, weights_from_log,
 };
-use serde_json::json;
+use serde::Serialize;
 
 use crate::support::error::CliError;
-use crate::support::output::{num, summary};
+use crate::support::output::{Summary, summary};
 use std::path::PathBuf;
 
 use crate::support::{output, progress};
@@ -79,7 +79,7 @@ fn one_run(s: &GmSettings, run: usize) -> Result<(f64, f64, bool), CliError> {
 }
 
 /// Runs the experiment (runs in parallel; each run's result depends only on its seed).
-pub fn run(s: &GmSettings, pb: &indicatif::ProgressBar) -> Result<serde_json::Value, CliError> {
+pub fn run(s: &GmSettings, pb: &indicatif::ProgressBar) -> Result<GmReport, CliError> {
     if s.runs == 0 {
         return Err(CliError::flag("runs", "must be at least 1"));
     }
@@ -102,22 +102,75 @@ pub fn run(s: &GmSettings, pb: &indicatif::ProgressBar) -> Result<serde_json::Va
         if !c {
             non_converged += 1;
         }
-        runs.push(
-            json!({ "run": k, "swd": num(a), "mean_sq_error": num(b), "resampler_converged": c }),
-        );
+        runs.push(GmRun {
+            run: k,
+            swd: a,
+            mean_sq_error: b,
+            resampler_converged: c,
+        });
     }
-    Ok(json!({
-        "experiment": "gm",
-        "resampler": s.resampler.to_string(),
-        "particles": s.particles,
-        "dim": s.dim,
-        "components": s.components,
-        "directions": s.directions,
-        "seed": s.seed,
-        "runs": runs,
-        "non_converged_runs": non_converged,
-        "summary": { "swd": summary(&swd), "mean_sq_error": summary(&mse) },
-    }))
+    Ok(GmReport {
+        experiment: "gm",
+        resampler: s.resampler.to_string(),
+        particles: s.particles,
+        dim: s.dim,
+        components: s.components,
+        directions: s.directions,
+        seed: s.seed,
+        runs,
+        non_converged_runs: non_converged,
+        summary: GmSummary {
+            swd: summary(&swd),
+            mean_sq_error: summary(&mse),
+        },
+    })
+}
+
+/// One run of the GM experiment.
+#[derive(Debug, Clone, Serialize)]
+pub struct GmRun {
+    /// Run index.
+    pub run: usize,
+    /// Sliced Wasserstein distance to the exact posterior.
+    pub swd: f64,
+    /// Squared error of the weighted mean.
+    pub mean_sq_error: f64,
+    /// Whether the resampler reported convergence.
+    pub resampler_converged: bool,
+}
+
+/// Summaries over the runs of the GM experiment.
+#[derive(Debug, Clone, Serialize)]
+pub struct GmSummary {
+    /// Sliced Wasserstein distance.
+    pub swd: Summary,
+    /// Squared error of the mean.
+    pub mean_sq_error: Summary,
+}
+
+/// The JSON report of `diffsmc experiment gm`.
+#[derive(Debug, Clone, Serialize)]
+pub struct GmReport {
+    /// `"gm"`.
+    pub experiment: &'static str,
+    /// The resampler spec.
+    pub resampler: String,
+    /// Particles.
+    pub particles: usize,
+    /// State dimension.
+    pub dim: usize,
+    /// Mixture components.
+    pub components: usize,
+    /// Sliced Wasserstein directions.
+    pub directions: usize,
+    /// Seed.
+    pub seed: u64,
+    /// Per-run results.
+    pub runs: Vec<GmRun>,
+    /// Runs in which the resampler did not converge.
+    pub non_converged_runs: usize,
+    /// Summaries over the runs.
+    pub summary: GmSummary,
 }
 
 /// The flags of `diffsmc experiment gm` (see its `--help`).
@@ -176,21 +229,21 @@ pub fn execute(args: &Args, force: bool, quiet: bool) -> Result<(), CliError> {
     let pb = progress::bar(runs as u64, "gm runs", quiet);
     let v = run(&settings, &pb)?;
     pb.finish_and_clear();
-    let sm = &v["summary"];
+    let sm = &v.summary;
     println!(
         "gm  resampler {}  N={}  runs={}\n  swd           {:.5} ± {:.5}\n  mean_sq_error {:.5} ± {:.5}",
         settings.resampler,
         particles,
         runs,
-        sm["swd"]["mean"].as_f64().unwrap_or(f64::NAN),
-        sm["swd"]["std"].as_f64().unwrap_or(f64::NAN),
-        sm["mean_sq_error"]["mean"].as_f64().unwrap_or(f64::NAN),
-        sm["mean_sq_error"]["std"].as_f64().unwrap_or(f64::NAN),
+        sm.swd.mean,
+        sm.swd.std,
+        sm.mean_sq_error.mean,
+        sm.mean_sq_error.std,
     );
-    if v["non_converged_runs"].as_u64().unwrap_or(0) > 0 {
+    if v.non_converged_runs > 0 {
         eprintln!(
             "warning: the resampler did not converge in {} runs",
-            v["non_converged_runs"]
+            v.non_converged_runs
         );
     }
     if let Some(p) = &json {
