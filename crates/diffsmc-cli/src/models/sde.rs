@@ -9,10 +9,9 @@ use std::path::Path;
 
 use diffsmc::{Resampler, Trigger};
 use diffsmc_sde::{
-    BridgeProposal, BridgeSettings, DoubleWellFamily, Lookahead, Observations, Ou, OuFamily,
+    BridgeProposal, BridgeSettings, DoubleWellFamily, Lookahead, Observations, OuFamily,
     Parametrisation, Sde, SdeFamily, map_intervals,
 };
-use serde_json::Value;
 
 use crate::support::data::read_csv;
 use crate::support::error::CliError;
@@ -279,6 +278,9 @@ pub fn natural_se(positive: &[bool], theta: &[f64], se_phi: &[f64]) -> Vec<f64> 
 
 #[cfg(test)]
 mod tests {
+    use diffsmc_sde::Ou;
+    use serde_json::Value;
+
     use super::*;
 
     fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::PathBuf {
