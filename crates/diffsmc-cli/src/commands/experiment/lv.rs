@@ -5,11 +5,11 @@ use diffsmc::grad::{ChunkSize, GradMode, GradOptions, ParticleFilterNll, gradien
 use diffsmc::rng::derive_seed;
 use diffsmc::{ResamplerSpec, SmcConfig};
 use diffsmc_lotka_volterra::{KnownLv, LvParams, NeuralLv, SimConfig, prediction_rmse, simulate};
-use serde_json::json;
+use serde::Serialize;
 
 use crate::support::error::CliError;
 use crate::support::optimise::{OptimSettings, admissible, minimise};
-use crate::support::output::{num, summary};
+use crate::support::output::{Summary, summary};
 use std::path::PathBuf;
 
 use crate::commands::plot as plot_cmd;
@@ -141,7 +141,7 @@ pub fn run(
     s: &LvSettings,
     specs: &[ResamplerSpec],
     pb: &indicatif::ProgressBar,
-) -> Result<(serde_json::Value, Vec<(String, LvRun)>), CliError> {
+) -> Result<(LvReport, Vec<(String, LvRun)>), CliError> {
     if s.runs == 0 {
         return Err(CliError::flag("runs", "must be at least 1"));
     }
@@ -157,45 +157,143 @@ pub fn run(
                 successes += 1;
                 rmse_ok.push(res.rmse);
             }
-            runs.push(json!({
-                "run": r,
-                "rmse": num(res.rmse),
-                "target_nll": num(res.target_nll),
-                "final_loss": num(res.loss_trace.last().copied().unwrap_or(f64::NAN)),
-                "success": res.success,
-                "skipped_updates": res.skipped,
-                "seconds": res.seconds,
-                "loss_trace": res.loss_trace.iter().map(|&v| num(v)).collect::<Vec<_>>(),
-            }));
+            runs.push(LvRunReport {
+                run: r,
+                rmse: res.rmse,
+                target_nll: res.target_nll,
+                final_loss: res.loss_trace.last().copied().unwrap_or(f64::NAN),
+                success: res.success,
+                skipped_updates: res.skipped,
+                seconds: res.seconds,
+                loss_trace: res.loss_trace.clone(),
+            });
             if r == 0 {
                 first_runs.push((spec.to_string(), res));
             }
         }
-        by_resampler.push(json!({
-            "resampler": spec.to_string(),
-            "runs": runs,
-            "summary": { "rmse_successful": summary(&rmse_ok), "successes": successes, "runs": s.runs },
-        }));
+        by_resampler.push(LvResamplerReport {
+            resampler: spec.to_string(),
+            runs,
+            summary: LvSummary {
+                rmse_successful: summary(&rmse_ok),
+                successes,
+                runs: s.runs,
+            },
+        });
     }
-    let mut v = json!({
-        "experiment": "lotka-volterra",
-        "iterations": s.iterations,
-        "particles": s.particles,
-        "optimizer": s.optim.kind.name(),
-        "lr": s.optim.lr,
-        "grad_mode": s.grad.name(),
-        "seed": s.seed,
-        "predictions": PREDICTIONS,
-        "by_resampler": by_resampler,
-        "truth_run0": first_runs.first().map(|(_, r)| r.truth.clone()),
-        "mean_prediction_run0": first_runs.iter().map(|(n, r)| json!({"resampler": n, "path": r.mean_prediction})).collect::<Vec<_>>(),
-    });
-    if specs.len() == 1 {
-        v["resampler"] = v["by_resampler"][0]["resampler"].clone();
-        v["runs"] = v["by_resampler"][0]["runs"].clone();
-        v["summary"] = v["by_resampler"][0]["summary"].clone();
-    }
-    Ok((v, first_runs))
+    let single = (specs.len() == 1).then(|| by_resampler[0].clone());
+    let report = LvReport {
+        experiment: "lotka-volterra",
+        iterations: s.iterations,
+        particles: s.particles,
+        optimizer: s.optim.kind.name(),
+        lr: s.optim.lr,
+        grad_mode: s.grad.name(),
+        seed: s.seed,
+        predictions: PREDICTIONS,
+        by_resampler,
+        truth_run0: first_runs.first().map(|(_, r)| r.truth.clone()),
+        mean_prediction_run0: first_runs
+            .iter()
+            .map(|(n, r)| MeanPrediction {
+                resampler: n.clone(),
+                path: r.mean_prediction.clone(),
+            })
+            .collect(),
+        resampler: single.as_ref().map(|b| b.resampler.clone()),
+        runs: single.as_ref().map(|b| b.runs.clone()),
+        summary: single.map(|b| b.summary),
+    };
+    Ok((report, first_runs))
+}
+
+/// One run in the JSON report of the Lotka–Volterra experiment.
+#[derive(Debug, Clone, Serialize)]
+pub struct LvRunReport {
+    /// Run index.
+    pub run: usize,
+    /// Mean over predictions of the RMSE against the true trajectory.
+    pub rmse: f64,
+    /// The particle-filter NLL of the known dynamics on the same data.
+    pub target_nll: f64,
+    /// The last loss of the trace.
+    pub final_loss: f64,
+    /// Loss and RMSE finite and RMSE ≤ 50.
+    pub success: bool,
+    /// Skipped non-finite updates.
+    pub skipped_updates: usize,
+    /// Seconds spent training.
+    pub seconds: f64,
+    /// Loss per observed iterate.
+    pub loss_trace: Vec<f64>,
+}
+
+/// Summary over the runs of one resampler.
+#[derive(Debug, Clone, Serialize)]
+pub struct LvSummary {
+    /// RMSE over the successful runs.
+    pub rmse_successful: Summary,
+    /// Successful runs.
+    pub successes: usize,
+    /// All runs.
+    pub runs: usize,
+}
+
+/// The runs of one resampler.
+#[derive(Debug, Clone, Serialize)]
+pub struct LvResamplerReport {
+    /// The resampler spec.
+    pub resampler: String,
+    /// Per-run results.
+    pub runs: Vec<LvRunReport>,
+    /// Summary over the runs.
+    pub summary: LvSummary,
+}
+
+/// The mean predicted trajectory of run 0 under one resampler.
+#[derive(Debug, Clone, Serialize)]
+pub struct MeanPrediction {
+    /// The resampler spec.
+    pub resampler: String,
+    /// Mean (prey, predator) per time point.
+    pub path: Vec<[f64; 2]>,
+}
+
+/// The JSON report of `diffsmc experiment lotka-volterra`. With a single `--resampler`, its
+/// `resampler`, `runs` and `summary` are repeated at the top level.
+#[derive(Debug, Clone, Serialize)]
+pub struct LvReport {
+    /// `"lotka-volterra"`.
+    pub experiment: &'static str,
+    /// Training iterations.
+    pub iterations: usize,
+    /// Particles.
+    pub particles: usize,
+    /// The optimiser.
+    pub optimizer: &'static str,
+    /// Learning rate.
+    pub lr: f64,
+    /// Gradient mode.
+    pub grad_mode: &'static str,
+    /// Seed.
+    pub seed: u64,
+    /// Predicted trajectories per run.
+    pub predictions: usize,
+    /// Per resampler.
+    pub by_resampler: Vec<LvResamplerReport>,
+    /// The true trajectory of run 0.
+    pub truth_run0: Option<Vec<[f64; 2]>>,
+    /// The mean predicted trajectories of run 0.
+    pub mean_prediction_run0: Vec<MeanPrediction>,
+    /// The single resampler's spec.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resampler: Option<String>,
+    /// The single resampler's runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runs: Option<Vec<LvRunReport>>,
+    /// The single resampler's summary.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<LvSummary>,
 }
 
 /// The flags of `diffsmc experiment lotka-volterra` (see its `--help`).
@@ -289,42 +387,25 @@ pub fn execute(args: &Args, force: bool, quiet: bool) -> Result<(), CliError> {
         "lotka-volterra  N={particles}  iterations={iterations}  optimiser {}  lr {lr}  runs={runs}",
         optimizer.name()
     );
-    for b in v["by_resampler"].as_array().into_iter().flatten() {
-        let sm = &b["summary"];
+    for b in &v.by_resampler {
+        let sm = &b.summary;
         println!(
             "  {:<40} RMSE {:.3} ± {:.3}  ({} of {} runs succeeded)",
-            b["resampler"].as_str().unwrap_or(""),
-            sm["rmse_successful"]["mean"].as_f64().unwrap_or(f64::NAN),
-            sm["rmse_successful"]["std"].as_f64().unwrap_or(f64::NAN),
-            sm["successes"],
-            runs
+            b.resampler, sm.rmse_successful.mean, sm.rmse_successful.std, sm.successes, runs
         );
     }
     if let Some(p) = &json {
         output::write_json(p, &v, force)?;
     }
     if let Some(p) = &plot {
-        let series = v["by_resampler"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        let series = v
+            .by_resampler
+            .iter()
             .enumerate()
             .map(|(i, b)| {
-                let traces: Vec<Vec<f64>> = b["runs"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|r| {
-                        r["loss_trace"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .map(|x| x.as_f64().unwrap_or(f64::NAN))
-                            .collect()
-                    })
-                    .collect();
+                let traces: Vec<Vec<f64>> = b.runs.iter().map(|r| r.loss_trace.clone()).collect();
                 plot::Series {
-                    name: format!("{} (median loss)", b["resampler"].as_str().unwrap_or("")),
+                    name: format!("{} (median loss)", b.resampler),
                     points: plot_cmd::median_trace(&traces)
                         .into_iter()
                         .enumerate()
