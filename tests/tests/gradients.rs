@@ -124,6 +124,7 @@ fn pf_gradient_approaches_kalman_gradient() {
 #[test]
 fn lbfgs_on_kalman_nll_recovers_the_grid_mle() {
     let p = data(129, 3);
+    use diffsmc_optim::Minimizer;
     let res = diffsmc_optim::Lbfgs::new()
         .minimize(
             |th: &[f64]| {

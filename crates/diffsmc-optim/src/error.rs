@@ -1,5 +1,6 @@
 //! Typed errors of the optimisers.
 
+use std::convert::Infallible;
 use std::fmt;
 
 use thiserror::Error;
@@ -19,7 +20,7 @@ pub enum Knob {
     FunctionTolerance,
     /// L-BFGS step tolerance.
     StepTolerance,
-    /// L-BFGS maximum number of iterations.
+    /// Iteration budget of any minimiser (L-BFGS accepted steps, Adam/Lion update rounds).
     MaxIterations,
     /// L-BFGS maximum number of objective evaluations per line search.
     MaxLineSearchEvaluations,
@@ -78,13 +79,19 @@ impl fmt::Display for Knob {
 
 /// Everything that can go wrong when configuring or running an optimiser.
 ///
+/// `E` is the error type of the [`Objective`](crate::Objective) being minimised; it is
+/// [`Infallible`] for objectives that cannot fail (plain closures returning `(f64, Vec<f64>)`)
+/// and for the configuration errors of the `with_*` methods, so `OptimError` alone means
+/// `OptimError<Infallible>`.
+///
 /// Numerical trouble *during* a run (non-finite values at trial points, a failing line search,
 /// a non-finite start value for L-BFGS) is not an error: it is handled by the optimiser and
-/// reported through the result (`StopReason`, skipped-update counts). Errors are reserved for
-/// invalid configuration and for inputs that cannot be optimised at all.
+/// reported through the [`Minimum`](crate::Minimum) (`StopReason`, skipped-update counts).
+/// Errors are reserved for invalid configuration, for inputs that cannot be optimised at all,
+/// and for an objective that returned `Err` ([`OptimError::Objective`]), which ends the run.
 #[derive(Debug, Clone, PartialEq, Error)]
 #[non_exhaustive]
-pub enum OptimError {
+pub enum OptimError<E = Infallible> {
     /// A knob passed to a `with_*` builder method (or constructor) is out of its valid range.
     #[error("invalid value {value} for `{knob}`: expected {expected}")]
     InvalidKnob {
@@ -114,10 +121,80 @@ pub enum OptimError {
         /// The gradient length returned.
         got: usize,
     },
+    /// The objective returned an error; the run stopped at that evaluation.
+    #[error("{0}")]
+    Objective(E),
+}
+
+impl<E> OptimError<E> {
+    /// Separates the objective's own error from the optimiser's errors: `Ok(e)` for
+    /// [`OptimError::Objective`], `Err` with the same optimiser error otherwise.
+    ///
+    /// ```
+    /// use diffsmc_optim::{Lbfgs, Minimizer, OptimError};
+    ///
+    /// let failing = |_: &[f64]| Err::<(f64, Vec<f64>), _>("model blew up");
+    /// let err = Lbfgs::new().minimize(failing, &[1.0]).unwrap_err();
+    /// assert_eq!(err.into_objective_error(), Ok("model blew up"));
+    ///
+    /// let err = Lbfgs::new().minimize(failing, &[]).unwrap_err();
+    /// assert_eq!(err.into_objective_error(), Err(OptimError::EmptyParameters));
+    /// ```
+    ///
+    /// # Errors
+    /// The optimiser's own error (any variant but [`OptimError::Objective`]).
+    pub fn into_objective_error(self) -> Result<E, OptimError> {
+        match self {
+            OptimError::Objective(e) => Ok(e),
+            OptimError::InvalidKnob {
+                knob,
+                value,
+                expected,
+            } => Err(OptimError::InvalidKnob {
+                knob,
+                value,
+                expected,
+            }),
+            OptimError::EmptyParameters => Err(OptimError::EmptyParameters),
+            OptimError::NonFiniteParameter { index, value } => {
+                Err(OptimError::NonFiniteParameter { index, value })
+            }
+            OptimError::GradientLength { expected, got } => {
+                Err(OptimError::GradientLength { expected, got })
+            }
+        }
+    }
+}
+
+impl OptimError {
+    /// The same error for an objective with error type `E` (an `OptimError` without objective
+    /// error fits any objective).
+    #[must_use]
+    pub fn for_objective<E>(self) -> OptimError<E> {
+        match self {
+            OptimError::Objective(never) => match never {},
+            OptimError::InvalidKnob {
+                knob,
+                value,
+                expected,
+            } => OptimError::InvalidKnob {
+                knob,
+                value,
+                expected,
+            },
+            OptimError::EmptyParameters => OptimError::EmptyParameters,
+            OptimError::NonFiniteParameter { index, value } => {
+                OptimError::NonFiniteParameter { index, value }
+            }
+            OptimError::GradientLength { expected, got } => {
+                OptimError::GradientLength { expected, got }
+            }
+        }
+    }
 }
 
 /// Validates the starting point shared by all drivers.
-pub(crate) fn check_theta0(theta0: &[f64]) -> Result<(), OptimError> {
+pub(crate) fn check_theta0<E>(theta0: &[f64]) -> Result<(), OptimError<E>> {
     if theta0.is_empty() {
         return Err(OptimError::EmptyParameters);
     }

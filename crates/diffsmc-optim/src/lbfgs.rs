@@ -1,79 +1,16 @@
 //! L-BFGS with a strong-Wolfe line search, hardened for noisy and partly non-finite objectives.
 
 use crate::error::{Knob, OptimError, check_theta0, invalid};
+use crate::minimizer::{Minimizer, Minimum, StopReason};
 use crate::objective::{Objective, evaluate_checked};
 use crate::observer::{Control, IterationInfo, Observer};
 use crate::vecops::{all_finite, axpy_into, dot, norm_inf, norm2};
-
-/// Why an L-BFGS run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum StopReason {
-    /// `‖∇f(θ)‖_∞ ≤ gradient_tolerance`. Counts as converged.
-    GradientTolerance,
-    /// The last accepted step changed the value by at most
-    /// `function_tolerance · max(|f_k|, |f_{k+1}|, 1)`. Counts as converged.
-    FunctionTolerance,
-    /// The last accepted step satisfied `‖θ_{k+1} − θ_k‖_∞ ≤ step_tolerance · max(‖θ_{k+1}‖_∞, 1)`.
-    /// Counts as converged.
-    StepTolerance,
-    /// The iteration budget ran out. Not converged.
-    MaxIterations,
-    /// Neither the L-BFGS direction nor steepest descent yielded a point with sufficient
-    /// decrease within the line-search budget. Not converged; the result holds the last
-    /// accepted iterate.
-    LineSearchFailed,
-    /// The value or gradient at the starting point is not finite. Not converged; no step was
-    /// taken.
-    NonFiniteStart,
-    /// The [`Observer`] returned [`Control::Stop`]. Not converged.
-    ObserverStop,
-}
-
-impl StopReason {
-    /// Whether this reason is one of the tolerance-based (converged) reasons.
-    #[must_use]
-    pub fn is_converged(self) -> bool {
-        matches!(
-            self,
-            StopReason::GradientTolerance
-                | StopReason::FunctionTolerance
-                | StopReason::StepTolerance
-        )
-    }
-}
-
-/// Outcome of an L-BFGS run.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct LbfgsResult {
-    /// The last accepted iterate (the start point if no step was accepted). Always finite.
-    pub theta: Vec<f64>,
-    /// Objective value at `theta` (non-finite only when `reason` is
-    /// [`StopReason::NonFiniteStart`]).
-    pub value: f64,
-    /// Gradient at `theta`.
-    pub gradient: Vec<f64>,
-    /// Number of accepted steps.
-    pub iterations: usize,
-    /// Total objective evaluations, including line-search trial points.
-    pub evaluations: usize,
-    /// `true` exactly when `reason.is_converged()`.
-    pub converged: bool,
-    /// Why the run ended.
-    pub reason: StopReason,
-    /// How many times the quasi-Newton history was discarded in favour of steepest descent
-    /// (non-descent or non-finite direction, or a failed line search along it).
-    pub steepest_descent_resets: usize,
-    /// How many curvature pairs were skipped because `s·y ≤ ε‖s‖‖y‖`.
-    pub skipped_curvature_pairs: usize,
-}
 
 /// Limited-memory BFGS minimiser with a strong-Wolfe line search (Nocedal & Wright,
 /// Algorithms 3.5/3.6, with safeguarded cubic interpolation in the zoom phase).
 ///
 /// Built with [`Lbfgs::new`] and validated `with_*` methods, then run with
-/// [`Lbfgs::minimize`] or [`Lbfgs::minimize_with_observer`]. The configuration is immutable
+/// [`Minimizer::minimize`] or [`Minimizer::minimize_with_observer`]. The configuration is immutable
 /// during a run; one `Lbfgs` can run any number of problems.
 ///
 /// # Robustness rules
@@ -95,7 +32,7 @@ pub struct LbfgsResult {
 ///
 /// # Example
 /// ```
-/// use diffsmc_optim::{Lbfgs, StopReason};
+/// use diffsmc_optim::{Lbfgs, Minimizer, StopReason};
 ///
 /// // f(x) = Σ (i+1)(x_i − 1)², minimum at (1, 1, 1).
 /// let f = |x: &[f64]| {
@@ -202,7 +139,8 @@ impl Lbfgs {
         Ok(self)
     }
 
-    /// Maximum number of accepted steps (≥ 1; default 100).
+    /// Maximum number of accepted steps (≥ 1; default 100); the run then ends with
+    /// [`StopReason::MaxIterations`].
     ///
     /// # Errors
     /// [`OptimError::InvalidKnob`] with [`Knob::MaxIterations`] if `n == 0`.
@@ -274,36 +212,24 @@ impl Lbfgs {
         self.curvature_epsilon = eps;
         Ok(self)
     }
+}
 
-    /// Minimises `objective` from `theta0`.
-    ///
-    /// Same as [`Lbfgs::minimize_with_observer`] with the no-op observer `()`.
-    ///
-    /// # Errors
-    /// See [`Lbfgs::minimize_with_observer`].
-    pub fn minimize<F: Objective>(
-        &self,
-        objective: F,
-        theta0: &[f64],
-    ) -> Result<LbfgsResult, OptimError> {
-        self.minimize_with_observer(objective, theta0, &mut ())
-    }
-
+impl Minimizer for Lbfgs {
     /// Minimises `objective` from `theta0`, calling `observer` at the start point and after
     /// every accepted step (before the convergence tests, so the last iterate is always
     /// observed).
     ///
-    /// Numerical trouble is reported through [`LbfgsResult::reason`], not as an error.
+    /// Numerical trouble is reported through [`Minimum::reason`], not as an error.
     ///
     /// # Errors
     /// * [`OptimError::EmptyParameters`] / [`OptimError::NonFiniteParameter`] for a bad `theta0`;
     /// * [`OptimError::GradientLength`] if the objective returns a gradient of the wrong length.
-    pub fn minimize_with_observer<F, O>(
+    fn minimize_with_observer<F, O>(
         &self,
         mut objective: F,
         theta0: &[f64],
         observer: &mut O,
-    ) -> Result<LbfgsResult, OptimError>
+    ) -> Result<Minimum, OptimError<F::Error>>
     where
         F: Objective,
         O: Observer + ?Sized,
@@ -317,7 +243,7 @@ impl Lbfgs {
         let mut resets = 0;
         let mut skipped_pairs = 0;
         if !(value.is_finite() && all_finite(&gradient)) {
-            return Ok(LbfgsResult {
+            return Ok(Minimum {
                 theta,
                 value,
                 gradient,
@@ -325,6 +251,7 @@ impl Lbfgs {
                 evaluations,
                 converged: false,
                 reason: StopReason::NonFiniteStart,
+                skipped_updates: 0,
                 steepest_descent_resets: 0,
                 skipped_curvature_pairs: 0,
             });
@@ -429,7 +356,7 @@ impl Lbfgs {
             }
         };
 
-        Ok(LbfgsResult {
+        Ok(Minimum {
             theta,
             value,
             gradient,
@@ -437,11 +364,14 @@ impl Lbfgs {
             evaluations,
             converged: reason.is_converged(),
             reason,
+            skipped_updates: 0,
             steepest_descent_resets: resets,
             skipped_curvature_pairs: skipped_pairs,
         })
     }
+}
 
+impl Lbfgs {
     /// Strong-Wolfe line search along `p` from `theta` (value `f0`, slope `slope0 < 0`).
     ///
     /// Returns the accepted point, or `None` if no trial point with sufficient decrease was
@@ -456,7 +386,7 @@ impl Lbfgs {
         alpha_init: f64,
         trial: &mut [f64],
         evaluations: &mut usize,
-    ) -> Result<Option<AcceptedPoint>, OptimError> {
+    ) -> Result<Option<AcceptedPoint>, OptimError<F::Error>> {
         let budget = self.max_line_search_evaluations;
         let mut used = 0;
         let mut best: Option<AcceptedPoint> = None;

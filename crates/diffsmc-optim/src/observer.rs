@@ -3,8 +3,9 @@
 /// What an [`Observer`] sees once per iteration.
 ///
 /// For L-BFGS, iteration `k` is the `k`-th accepted iterate (`0` is the start point). For Adam
-/// and Lion, iteration `k` is the `k`-th objective evaluation, observed *before* the update
-/// computed from it is applied.
+/// and Lion, iteration `k` is the `k`-th iterate, observed *before* the update computed from
+/// its gradient is applied; the last observation (iteration `max_iterations`) is the final
+/// iterate. Either way a full run makes `iterations + 1` observations.
 #[derive(Debug, Clone, Copy)]
 pub struct IterationInfo<'a> {
     /// Iteration index, starting at 0.
@@ -108,7 +109,7 @@ pub struct TraceRecord {
 /// An [`Observer`] that records every iteration and never stops the run.
 ///
 /// ```
-/// use diffsmc_optim::{Lbfgs, Trace};
+/// use diffsmc_optim::{Lbfgs, Minimizer, Trace};
 ///
 /// let mut trace = Trace::new();
 /// let quadratic = |x: &[f64]| (0.5 * x[0] * x[0], vec![x[0]]);

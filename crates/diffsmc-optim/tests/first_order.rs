@@ -3,7 +3,9 @@
 mod common;
 
 use common::dist;
-use diffsmc_optim::{Adam, IterationInfo, Lion, OptimError, SkipReason, StepOutcome, Trace};
+use diffsmc_optim::{
+    Adam, IterationInfo, Lion, Minimizer, OptimError, SkipReason, StepOutcome, StopReason, Trace,
+};
 use proptest::prelude::*;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -41,32 +43,33 @@ const NOISY_TOLERANCE: f64 = 0.5;
 fn adam_gets_close_on_noisy_quadratic() {
     let x0 = [0.0; 5];
     assert!(dist(&x0, &OPTIMUM) > 3.5);
-    let mut adam = Adam::new(0.01).unwrap();
-    let r = adam.minimize(noisy_quadratic(1.0, 7), &x0, 4000).unwrap();
+    let adam = Adam::new(0.01).unwrap().with_max_iterations(4000).unwrap();
+    let r = adam.minimize(noisy_quadratic(1.0, 7), &x0).unwrap();
     let d = dist(&r.theta, &OPTIMUM);
     assert!(
         d < NOISY_TOLERANCE,
         "Adam ended at distance {d}: {:?}",
         r.theta
     );
-    assert_eq!(r.skipped, 0);
-    assert_eq!(r.values.len(), 4000);
-    assert_eq!(adam.steps(), 4000);
+    assert_eq!(r.skipped_updates, 0);
+    assert_eq!((r.iterations, r.evaluations), (4000, 4001));
+    assert_eq!(r.reason, StopReason::MaxIterations);
+    assert!(!r.converged);
 }
 
 #[test]
 fn lion_gets_close_on_noisy_quadratic() {
     let x0 = [0.0; 5];
-    let mut lion = Lion::new(0.003).unwrap();
-    let r = lion.minimize(noisy_quadratic(1.0, 7), &x0, 4000).unwrap();
+    let lion = Lion::new(0.003).unwrap().with_max_iterations(4000).unwrap();
+    let r = lion.minimize(noisy_quadratic(1.0, 7), &x0).unwrap();
     let d = dist(&r.theta, &OPTIMUM);
     assert!(
         d < NOISY_TOLERANCE,
         "Lion ended at distance {d}: {:?}",
         r.theta
     );
-    assert_eq!(r.skipped, 0);
-    assert_eq!(lion.steps(), 4000);
+    assert_eq!(r.skipped_updates, 0);
+    assert_eq!(r.iterations, 4000);
 }
 
 /// Quadratic that returns a NaN value on every 3rd call and a NaN gradient entry on every 5th.
@@ -94,24 +97,36 @@ fn non_finite_evaluations_are_skipped_and_counted() {
     for which in ["adam", "lion"] {
         let mut calls = 0;
         let mut thetas: Vec<Vec<f64>> = Vec::new();
-        let mut record = |info: &IterationInfo<'_>| thetas.push(info.theta.to_vec());
+        let mut values: Vec<f64> = Vec::new();
+        let mut record = |info: &IterationInfo<'_>| {
+            thetas.push(info.theta.to_vec());
+            values.push(info.value);
+        };
         let r = if which == "adam" {
             Adam::new(0.1)
                 .unwrap()
-                .minimize_with_observer(flaky_quadratic(&mut calls), &[0.0, 0.0], 30, &mut record)
+                .with_max_iterations(30)
+                .unwrap()
+                .minimize_with_observer(flaky_quadratic(&mut calls), &[0.0, 0.0], &mut record)
                 .unwrap()
         } else {
             Lion::new(0.1)
                 .unwrap()
-                .minimize_with_observer(flaky_quadratic(&mut calls), &[0.0, 0.0], 30, &mut record)
+                .with_max_iterations(30)
+                .unwrap()
+                .minimize_with_observer(flaky_quadratic(&mut calls), &[0.0, 0.0], &mut record)
                 .unwrap()
         };
-        assert_eq!(r.skipped, expected_skipped, "{which}");
-        assert_eq!(r.values.len(), 30);
-        assert_eq!(r.values.iter().filter(|v| v.is_nan()).count(), 10);
+        assert_eq!(r.skipped_updates, expected_skipped, "{which}");
+        // 30 update rounds plus the evaluation of the final iterate (call 31: not a multiple
+        // of 3 or 5, so finite).
+        assert_eq!(values.len(), 31);
+        assert_eq!(values[..30].iter().filter(|v| v.is_nan()).count(), 10);
+        assert_eq!(r.value, values[30]);
+        assert!(r.value.is_finite());
         assert!(r.theta.iter().all(|t| t.is_finite()), "{which}");
+        assert_eq!(thetas[30], r.theta);
         // θ is unchanged exactly after the skipped rounds (iteration k → k+1).
-        thetas.push(r.theta.clone());
         for k in 0..30 {
             let call = k + 1;
             let skipped = call % 3 == 0 || call % 5 == 0;
@@ -121,8 +136,7 @@ fn non_finite_evaluations_are_skipped_and_counted() {
                 "{which}, iteration {k}"
             );
         }
-        assert!(r.best_value.is_finite());
-        assert!(r.best_value <= r.values[0]);
+        assert!(r.value < values[0], "{which}: no progress");
     }
 }
 
@@ -254,42 +268,46 @@ fn clipping_limits_drift_after_a_gradient_spike() {
 fn observer_stops_first_order_run() {
     let mut trace = Trace::without_theta();
     let f = |x: &[f64]| (x[0] * x[0], vec![2.0 * x[0]]);
-    let mut adam = Adam::new(0.1).unwrap();
-    let r = adam
-        .minimize_with_observer(f, &[1.0], 100, &mut trace)
-        .unwrap();
-    assert_eq!(trace.len(), 100);
-    assert_eq!(trace.values(), r.values);
+    let adam = Adam::new(0.1).unwrap().with_max_iterations(100).unwrap();
+    let r = adam.minimize_with_observer(f, &[1.0], &mut trace).unwrap();
+    assert_eq!(trace.len(), 101);
+    assert_eq!(*trace.values().last().unwrap(), r.value);
     assert!(trace.records()[0].theta.is_empty());
-    assert!(!r.stopped_by_observer);
+    assert_eq!(r.reason, StopReason::MaxIterations);
 
-    let mut stop_below = |info: &IterationInfo<'_>| info.value >= 0.5;
-    let r = Lion::new(0.1)
-        .unwrap()
-        .minimize_with_observer(f, &[1.0], 100, &mut stop_below)
+    let mut values = Vec::new();
+    let mut stop_below = |info: &IterationInfo<'_>| {
+        values.push(info.value);
+        info.value >= 0.5
+    };
+    let lion = Lion::new(0.1).unwrap().with_max_iterations(100).unwrap();
+    let r = lion
+        .minimize_with_observer(f, &[1.0], &mut stop_below)
         .unwrap();
-    assert!(r.stopped_by_observer);
+    assert_eq!(r.reason, StopReason::ObserverStop);
     assert!(r.iterations < 100);
-    assert!(*r.values.last().unwrap() < 0.5);
-    assert!(r.values[..r.values.len() - 1].iter().all(|v| *v >= 0.5));
+    assert_eq!(values.len(), r.iterations + 1);
+    assert_eq!(*values.last().unwrap(), r.value);
+    assert!(r.value < 0.5);
+    assert!(values[..values.len() - 1].iter().all(|v| *v >= 0.5));
 }
 
 #[test]
 fn input_errors_are_typed() {
     let f = |x: &[f64]| (0.0, vec![0.0; x.len() + 1]);
     assert_eq!(
-        Adam::new(0.1).unwrap().minimize(f, &[1.0], 3),
+        Adam::new(0.1).unwrap().minimize(f, &[1.0]),
         Err(OptimError::GradientLength {
             expected: 1,
             got: 2
         })
     );
     assert_eq!(
-        Lion::new(0.1).unwrap().minimize(f, &[], 3),
+        Lion::new(0.1).unwrap().minimize(f, &[]),
         Err(OptimError::EmptyParameters)
     );
     assert!(matches!(
-        Lion::new(0.1).unwrap().minimize(f, &[f64::INFINITY], 3),
+        Lion::new(0.1).unwrap().minimize(f, &[f64::INFINITY]),
         Err(OptimError::NonFiniteParameter { index: 0, .. })
     ));
 }

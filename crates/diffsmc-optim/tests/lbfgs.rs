@@ -3,7 +3,7 @@
 mod common;
 
 use common::{dist, quadratic, rosenbrock, rotated_matrix};
-use diffsmc_optim::{Control, IterationInfo, Lbfgs, OptimError, StopReason, Trace};
+use diffsmc_optim::{Control, IterationInfo, Lbfgs, Minimizer, OptimError, StopReason, Trace};
 use proptest::prelude::*;
 
 #[test]

@@ -83,6 +83,11 @@ fn adam_knobs() {
         assert_rejected(Adam::new(0.1).unwrap().with_betas(v, 0.999), Knob::Beta1, v);
         assert_rejected(Adam::new(0.1).unwrap().with_betas(0.9, v), Knob::Beta2, v);
     }
+    assert_rejected(
+        Adam::new(0.1).unwrap().with_max_iterations(0),
+        Knob::MaxIterations,
+        0.0,
+    );
     assert!(Adam::new(0.1).unwrap().with_betas(0.0, 0.0).is_ok());
 }
 
@@ -105,6 +110,11 @@ fn lion_knobs() {
         assert_rejected(Lion::new(0.1).unwrap().with_betas(v, 0.99), Knob::Beta1, v);
         assert_rejected(Lion::new(0.1).unwrap().with_betas(0.9, v), Knob::Beta2, v);
     }
+    assert_rejected(
+        Lion::new(0.1).unwrap().with_max_iterations(0),
+        Knob::MaxIterations,
+        0.0,
+    );
     assert!(Lion::new(0.1).unwrap().with_weight_decay(0.0).is_ok());
 }
 

@@ -17,7 +17,7 @@ use std::time::Instant;
 use diffsmc::grad::{GradOptions, Parametric, ParticleFilterNll, gradient, value};
 use diffsmc::prelude::*;
 use diffsmc::rng::Purpose;
-use diffsmc_optim::Lbfgs;
+use diffsmc_optim::{Lbfgs, Minimizer};
 
 const LN_2PI: f64 = 1.837_877_066_409_345_5;
 

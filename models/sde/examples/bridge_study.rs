@@ -14,7 +14,7 @@ use std::time::Instant;
 use diffsmc::grad::{ChunkSize, Differentiable, GradMode, GradOptions, gradient};
 use diffsmc::prelude::*;
 use diffsmc::rng::Purpose;
-use diffsmc_optim::Lbfgs;
+use diffsmc_optim::{Lbfgs, Minimizer};
 use diffsmc_sde::*;
 
 fn mean_sd(v: &[f64]) -> (f64, f64) {

@@ -4,7 +4,7 @@
 
 use diffsmc::grad::{ChunkSize, Differentiable, GradMode, GradOptions, gradient};
 use diffsmc::prelude::*;
-use diffsmc_optim::Lbfgs;
+use diffsmc_optim::{Lbfgs, Minimizer};
 use diffsmc_sde::*;
 
 fn run_bridge<D: Sde<f64>>(

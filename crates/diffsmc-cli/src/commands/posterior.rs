@@ -12,9 +12,9 @@ use diffsmc::{ResamplerSpec, SmcConfig};
 use diffsmc_lgssm::PaperParams;
 use serde::Serialize;
 
-use crate::data::read_csv;
-use crate::error::CliError;
-use crate::output::{check_writable, write_json};
+use crate::support::data::read_csv;
+use crate::support::error::CliError;
+use crate::support::output::{check_writable, write_json};
 
 /// The sampler. New methods add a variant here, a name in [`Method::name`] and an arm in
 /// [`sample`].
@@ -241,7 +241,7 @@ pub fn run(args: &Args, force: bool, quiet: bool) -> Result<(), CliError> {
         return run_smc2(args, &obs.values, &prior, force, quiet);
     }
     let config = McmcConfig::new(args.iterations, args.burn_in, args.chains, args.seed)?;
-    let pb = crate::progress::bar(
+    let pb = crate::support::progress::bar(
         (args.iterations * args.chains) as u64,
         &format!("{} ({} chains)", args.method.name(), args.chains),
         quiet,
@@ -329,7 +329,7 @@ pub fn run(args: &Args, force: bool, quiet: bool) -> Result<(), CliError> {
 }
 
 /// `posterior --method smc2`: SMC² on the paper LGSSM with the default prior; prints the
-/// weighted posterior moments and writes [`crate::smc2_cmd::Smc2Report`] as JSON.
+/// weighted posterior moments and writes [`crate::commands::smc2::Smc2Report`] as JSON.
 fn run_smc2(
     args: &Args,
     ys: &[Vec<f64>],
@@ -337,7 +337,7 @@ fn run_smc2(
     force: bool,
     quiet: bool,
 ) -> Result<(), CliError> {
-    let report = crate::smc2_cmd::run_smc2_lgssm(
+    let report = crate::commands::smc2::run_smc2_lgssm(
         ys,
         prior,
         args.theta_particles,
@@ -459,11 +459,11 @@ mod tests {
             ));
             // `diffsmc plot` draws traces and densities from it.
             let svg = dir.path().join(format!("{}.svg", method.name()));
-            let plot = crate::plot_cmd::PlotArgs {
+            let plot = crate::commands::plot::PlotArgs {
                 files: vec![json.clone()],
                 out: svg.clone(),
             };
-            crate::plot_cmd::plot(&plot, false).unwrap();
+            crate::commands::plot::plot(&plot, false).unwrap();
             let text = std::fs::read_to_string(&svg).unwrap();
             assert!(text.contains("trace of theta1") && text.contains("density of theta2"));
         }

@@ -15,9 +15,9 @@ use diffsmc_diffusion_prior::{
 use diffsmc_gaussian_mixture::{PaperConfig, SlicedWasserstein, mean_sq_error, weights_from_log};
 use serde_json::json;
 
-use crate::error::CliError;
-use crate::output::{self, num, summary};
-use crate::progress;
+use crate::support::error::CliError;
+use crate::support::output::{self, num, summary};
+use crate::support::progress;
 
 /// Settings of the inverse-problem experiment.
 #[derive(Debug, Clone)]
@@ -311,6 +311,99 @@ pub fn command(
         output::write_json(p, &v, force)?;
     }
     Ok(())
+}
+
+/// The flags of `diffsmc experiment inverse-gm` (see its `--help`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Independent runs (each a new random prior and observation).
+    #[arg(long, default_value_t = 10)]
+    pub runs: usize,
+    /// Particles (also the size of the importance and exact posterior samples).
+    #[arg(long, default_value_t = 1000)]
+    pub particles: usize,
+    /// Resampler spec.
+    #[arg(long, default_value = "systematic")]
+    pub resampler: ResamplerSpec,
+    /// Resampling trigger: `always`, `never` or `ess:FRAC`.
+    #[arg(long, default_value = "ess:0.5")]
+    pub trigger: diffsmc::Trigger,
+    /// State dimension.
+    #[arg(long, default_value_t = 8)]
+    pub dim: usize,
+    /// Mixture components.
+    #[arg(long, default_value_t = 5)]
+    pub components: usize,
+    /// Observation dimension (rows of the all-ones H; R = I).
+    #[arg(long, default_value_t = 1)]
+    pub obs_dim: usize,
+    /// Offset added to y = H E[x] (large values make the observation atypical).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub y_offset: f64,
+    /// Diffusion-time steps M (uniform grid on the VP SDE's [0, 1]).
+    #[arg(long, default_value_t = 100)]
+    pub steps: usize,
+    /// Prior kernel: `tweedie` or `em` (Euler–Maruyama).
+    #[arg(long, default_value = "tweedie")]
+    pub kernel: diffsmc_diffusion_prior::Kernel,
+    /// Intermediate targets: `exact` (noised marginals) or `discretised` (score only).
+    #[arg(long, default_value = "exact")]
+    pub targets: diffsmc_diffusion_prior::Targets,
+    /// Guidance scale λ ≥ 0 of the proposal.
+    #[arg(long, default_value_t = 1.0)]
+    pub guidance: f64,
+    /// ρ² of the twisting functions (default: the prior's mean per-coordinate variance).
+    #[arg(long)]
+    pub prior_scale: Option<f64>,
+    /// Random directions of the sliced Wasserstein distance.
+    #[arg(long, default_value_t = 1000)]
+    pub directions: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Write per-run results and the summary as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// Runs `diffsmc experiment inverse-gm`.
+pub fn execute(args: &Args, force: bool, quiet: bool) -> Result<(), CliError> {
+    let Args {
+        runs,
+        particles,
+        resampler,
+        trigger,
+        dim,
+        components,
+        obs_dim,
+        y_offset,
+        steps,
+        kernel,
+        targets,
+        guidance,
+        prior_scale,
+        directions,
+        seed,
+        json,
+    } = args.clone();
+    let settings = InverseGmSettings {
+        runs,
+        particles,
+        resampler,
+        trigger,
+        dim,
+        components,
+        obs_dim,
+        y_offset,
+        steps,
+        kernel,
+        targets,
+        guidance,
+        prior_scale,
+        directions,
+        seed,
+    };
+    command(&settings, json.as_ref(), quiet, force)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use diffsmc::samplers::{Smc2, Smc2Config};
 use diffsmc_lgssm::PaperParams;
 use serde::Serialize;
 
-use crate::error::CliError;
+use crate::support::error::CliError;
 
 /// The report of an SMC² run: the weighted θ-particles, their moments, the evidence and the
 /// per-step records.
@@ -70,7 +70,7 @@ pub fn run_smc2_lgssm(
     }
     let family = PaperParams::new(d, ys.to_vec())?;
     let config = Smc2Config::new(theta_particles, x_particles)?;
-    let pb = crate::progress::spinner("smc2", quiet);
+    let pb = crate::support::progress::spinner("smc2", quiet);
     let t0 = std::time::Instant::now();
     let out = Smc2::new(config).run(&family, prior, &Systematic, seed);
     pb.finish_and_clear();

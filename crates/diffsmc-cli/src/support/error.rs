@@ -68,6 +68,12 @@ pub enum CliError {
     },
 }
 
+impl From<std::convert::Infallible> for CliError {
+    fn from(never: std::convert::Infallible) -> Self {
+        match never {}
+    }
+}
+
 impl CliError {
     /// A bad flag value.
     pub fn flag(flag: &'static str, message: impl Into<String>) -> Self {

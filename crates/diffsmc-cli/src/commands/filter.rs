@@ -8,12 +8,17 @@ use diffsmc::{
     weighted_mean_cov,
 };
 use diffsmc_lgssm::{Lgssm, LgssmData};
+use diffsmc_sde::{DoubleWellFamily, Ou, SdeFamily};
 use serde::Serialize;
+use serde_json::json;
 
-use crate::data::read_csv;
-use crate::error::CliError;
-use crate::output::{check_writable, write_json};
-use crate::plot::{Band, Chart, Series, Style};
+use crate::models::CliModel;
+use crate::models::sde::{Model, SdeArgs, min_mean, read_time_series, run_path, settings};
+use crate::support::data::read_csv;
+use crate::support::error::CliError;
+use crate::support::output::{check_writable, num, write_json};
+use crate::support::plot::{Band, Chart, Series, Style};
+use crate::support::progress;
 
 /// The filtering algorithm of `diffsmc filter`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -66,7 +71,7 @@ pub struct FilterArgs {
     /// Parameters, comma-separated, given once (lgssm: θ1,θ2; ou: κ,μ,σ; double-well:
     /// θ1,θ2,σ).
     #[arg(long, default_value = "0.5,1.0", allow_hyphen_values = true)]
-    pub theta: crate::args::Theta,
+    pub theta: crate::support::args::Theta,
     /// Observations: CSV, one row per time step, one column per dimension, optional header;
     /// an empty or NaN cell is a missing value.
     #[arg(long)]
@@ -85,7 +90,7 @@ pub struct FilterArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     #[command(flatten)]
-    pub sde: crate::sde_cmd::SdeArgs,
+    pub sde: SdeArgs,
     /// Also print the exact Kalman log-likelihood (the JSON and the plot always hold the
     /// Kalman reference for lgssm).
     #[arg(long)]
@@ -153,7 +158,7 @@ fn run_model<M: FeynmanKac<f64>>(
     seed: u64,
     quiet: bool,
 ) -> Result<SmcOutput<f64>, CliError> {
-    let pb = crate::progress::spinner("filter", quiet);
+    let pb = crate::support::progress::spinner("filter", quiet);
     let out = Smc::new(config.clone()).run(model, resampler, seed);
     pb.finish_and_clear();
     Ok(out?)
@@ -228,7 +233,7 @@ fn run_algorithm(
 
 /// Runs `diffsmc filter`.
 pub fn filter(args: &FilterArgs, force: bool, quiet: bool) -> Result<(), CliError> {
-    if crate::sde_cmd::is_sde_model(&args.model) {
+    if let CliModel::Sde(model) = args.model.parse()? {
         if args.algorithm != Algorithm::Bootstrap {
             return Err(CliError::Unsupported {
                 algorithm: args.algorithm.name(),
@@ -236,16 +241,7 @@ pub fn filter(args: &FilterArgs, force: bool, quiet: bool) -> Result<(), CliErro
                 needs: args.algorithm.needs(),
             });
         }
-        return crate::sde_cmd::filter(args, force, quiet);
-    }
-    if args.model != "lgssm" {
-        return Err(CliError::flag(
-            "model",
-            format!(
-                "unknown model `{}`; expected `lgssm`, `ou` or `double-well`",
-                args.model
-            ),
-        ));
+        return filter_sde(model, args, force, quiet);
     }
     let trigger = args.trigger.unwrap_or(Trigger::Always);
     if args.theta.len() != 2 {
@@ -396,6 +392,122 @@ pub fn filter(args: &FilterArgs, force: bool, quiet: bool) -> Result<(), CliErro
             log_y: false,
         }
         .draw_svg(p)?;
+    }
+    Ok(())
+}
+
+/// `diffsmc filter --model ou|double-well`.
+fn filter_sde(model: Model, args: &FilterArgs, force: bool, quiet: bool) -> Result<(), CliError> {
+    if args.kalman {
+        return Err(CliError::flag(
+            "kalman",
+            "applies to lgssm only (for ou the exact likelihood is always reported)",
+        ));
+    }
+    if args.plot.is_some() {
+        return Err(CliError::flag(
+            "plot",
+            "is not available for the SDE models",
+        ));
+    }
+    if let Some(p) = &args.json {
+        check_writable(p, force)?;
+    }
+    let (obs, lines) = read_time_series(&args.data)?;
+    let d = obs.dim();
+    if model == Model::DoubleWell && d != 1 {
+        return Err(CliError::flag(
+            "data",
+            format!("double-well is one-dimensional; the file has {d} value columns"),
+        ));
+    }
+    model.check_theta("theta", &args.theta, d)?;
+    let settings = settings(&args.sde, args.particles, args.trigger)?;
+    let resampler = args.resampler.build::<f64>()?;
+    let file = args.data.display().to_string();
+    let th = &args.theta;
+    let t0 = Instant::now();
+    let pb = progress::spinner("filter", quiet);
+    let (run, exact, euler) = match model {
+        Model::Ou => {
+            let ou = Ou::new(th[0], th[1], th[2], d)?;
+            let run = run_path(&ou, &obs, &lines, &file, &settings, &resampler, args.seed)?;
+            (
+                run,
+                Some(ou.exact_log_likelihood(&obs)?),
+                Some(ou.euler_log_likelihood(&obs, settings.substeps())?),
+            )
+        }
+        Model::DoubleWell => {
+            let dw = DoubleWellFamily.sde(th)?;
+            let run = run_path(&dw, &obs, &lines, &file, &settings, &resampler, args.seed)?;
+            (run, None, None)
+        }
+    };
+    pb.finish_and_clear();
+    let elapsed = t0.elapsed().as_secs_f64();
+    let (fin_min, fin_mean) = min_mean(&run.final_ess);
+    let (min_min, _) = min_mean(&run.min_ess);
+
+    println!(
+        "filter: {} d = {d}, {} observations ({} intervals), N = {}, M = {} sub-steps, proposal {}, trigger {:?}",
+        model.name(),
+        obs.len(),
+        obs.n_intervals(),
+        settings.particles(),
+        settings.substeps(),
+        settings.proposal(),
+        settings.trigger()
+    );
+    println!(
+        "  {:<44} {:.6}",
+        "log-likelihood (bridge estimate)", run.log_likelihood
+    );
+    if let (Some(e), Some(u)) = (exact, euler) {
+        println!("  {:<44} {e:.6}", "log-likelihood (exact OU)");
+        println!(
+            "  {:<44} {u:.6}",
+            format!(
+                "log-likelihood (Euler scheme, M = {}; N → ∞)",
+                settings.substeps()
+            )
+        );
+    }
+    println!(
+        "  final ESS / N: min {fin_min:.3}, mean {fin_mean:.3}; smallest ESS / N at any sub-step {min_min:.3}; resampled {} times; {:.3} s",
+        run.resampled, elapsed
+    );
+    if fin_min < 0.1 {
+        eprintln!(
+            "warning: an interval's ESS fell to {:.1}% of N: the estimate is unreliable there (long interval or strong nonlinearity); add --substeps, --particles or resampling (--trigger ess:0.5)",
+            100.0 * fin_min
+        );
+    }
+    if let Some(p) = &args.json {
+        let v = json!({
+            "model": model.name(),
+            "theta": &args.theta.0,
+            "data": file,
+            "dim": d,
+            "observations": obs.len(),
+            "intervals": obs.n_intervals(),
+            "particles": settings.particles(),
+            "substeps": settings.substeps(),
+            "proposal": settings.proposal().to_string(),
+            "lookahead": settings.lookahead().to_string(),
+            "trigger": format!("{:?}", settings.trigger()),
+            "resampler": args.resampler.to_string(),
+            "seed": args.seed,
+            "log_likelihood": num(run.log_likelihood),
+            "exact_log_likelihood": exact.map(num),
+            "euler_log_likelihood": euler.map(num),
+            "interval_log_likelihoods": run.intervals,
+            "final_ess_fraction": run.final_ess,
+            "min_ess_fraction": run.min_ess,
+            "resampled_steps": run.resampled,
+            "seconds": elapsed,
+        });
+        write_json(p, &v, force)?;
     }
     Ok(())
 }

@@ -4,9 +4,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::error::CliError;
-use crate::output::check_writable;
-use crate::plot::{Chart, Series, Style, draw_grid, draw_heatmaps, landscape_panels};
+use crate::support::error::CliError;
+use crate::support::output::check_writable;
+use crate::support::plot::{Chart, Series, Style, draw_grid, draw_heatmaps, landscape_panels};
 
 /// Arguments of `diffsmc plot`.
 #[derive(Debug, clap::Args)]

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::error::CliError;
+use crate::support::error::CliError;
 
 /// Fails with [`CliError::Exists`] if `path` exists and `force` is false.
 pub fn check_writable(path: &Path, force: bool) -> Result<(), CliError> {
@@ -14,8 +14,13 @@ pub fn check_writable(path: &Path, force: bool) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Writes `value` as pretty JSON to `path` (checked with [`check_writable`]).
-pub fn write_json(path: &Path, value: &serde_json::Value, force: bool) -> Result<(), CliError> {
+/// Writes `value` (a typed `Serialize` report or a `serde_json::Value`) as pretty JSON to
+/// `path` (checked with [`check_writable`]). Non-finite numbers become `null`.
+pub fn write_json<T: serde::Serialize + ?Sized>(
+    path: &Path,
+    value: &T,
+    force: bool,
+) -> Result<(), CliError> {
     check_writable(path, force)?;
     let text = serde_json::to_string_pretty(value).map_err(|e| CliError::Io {
         path: path.display().to_string(),
@@ -53,7 +58,23 @@ pub fn mean_std(v: &[f64]) -> (f64, f64) {
 }
 
 /// `{"mean": m, "std": s}` of finite values.
-pub fn summary(v: &[f64]) -> serde_json::Value {
-    let (m, s) = mean_std(v);
-    serde_json::json!({ "mean": num(m), "std": num(s), "n": v.iter().filter(|x| x.is_finite()).count() })
+pub fn summary(v: &[f64]) -> Summary {
+    let (mean, std) = mean_std(v);
+    Summary {
+        mean,
+        std,
+        n: v.iter().filter(|x| x.is_finite()).count(),
+    }
+}
+
+/// Mean, standard deviation and count of the finite values of a metric over runs (JSON
+/// `{"mean", "std", "n"}`, `null` for a non-finite mean or sd).
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Summary {
+    /// Mean of the finite values.
+    pub mean: f64,
+    /// Sample standard deviation of the finite values.
+    pub std: f64,
+    /// Number of finite values.
+    pub n: usize,
 }

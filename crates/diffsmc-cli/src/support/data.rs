@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::error::CliError;
+use crate::support::error::CliError;
 
 /// Observations read from a CSV file: one row per time step, one column per dimension.
 #[derive(Debug, Clone, PartialEq)]

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use crate::error::CliError;
+use crate::support::error::CliError;
 
 /// How a series is drawn.
 #[derive(Debug, Clone, Copy, PartialEq)]

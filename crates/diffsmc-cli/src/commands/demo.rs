@@ -10,9 +10,9 @@ use diffsmc::grad::{GradOptions, KalmanNll, ParticleFilterNll, gradient};
 use diffsmc::{Bootstrap, ResamplerSpec, Smc, SmcConfig, SmcOutput};
 use diffsmc_lgssm::{Lgssm, PaperParams};
 
-use crate::error::CliError;
-use crate::optimise::{OptimSettings, OptimizerKind, minimise};
-use crate::plot::{Band, Chart, Series, Style, draw_heatmaps, landscape_panels};
+use crate::support::error::CliError;
+use crate::support::optimise::{OptimSettings, OptimizerKind, admissible, minimise};
+use crate::support::plot::{Band, Chart, Series, Style, draw_heatmaps, landscape_panels};
 
 /// The paper's parameters.
 const THETA: [f64; 2] = [0.5, 1.0];
@@ -95,10 +95,10 @@ pub fn demo(args: &DemoArgs, force: bool) -> Result<(), CliError> {
     } else {
         free_name(&landscape_name(&out_path))
     };
-    crate::args::check_memory(
+    crate::support::args::check_memory(
         "particles",
         args.particles,
-        crate::args::filter_bytes_per_particle(1, 8),
+        crate::support::args::filter_bytes_per_particle(1, 8),
     )?;
     let model = Lgssm::paper(THETA[0], THETA[1], 1)?;
     let (xs, ys) = model.simulate(STEPS, args.seed);
@@ -159,31 +159,25 @@ pub fn demo(args: &DemoArgs, force: bool) -> Result<(), CliError> {
         clip: None,
     };
     let nll = ParticleFilterNll::new(&params, &fit_smc, &args.fit_resampler, fit_seed);
-    let mut fit_error = None;
     let t2 = Instant::now();
     let pf_fit = minimise(
         &settings,
         &start,
-        |th: &[f64]| match gradient(&nll, th, &GradOptions::default()) {
-            Ok(vg) => vg,
-            Err(e) => {
-                fit_error.get_or_insert(e);
-                (f64::NAN, vec![f64::NAN; th.len()])
-            }
-        },
+        |th: &[f64]| gradient(&nll, th, &GradOptions::default()),
         |_| {},
     )?;
-    if let Some(e) = fit_error {
-        return Err(e.into());
-    }
     let pf_fit_time = t2.elapsed().as_secs_f64();
     let exact = KalmanNll(&params);
+    let inadmissible = std::cell::Cell::new(0);
     let kalman_fit = minimise(
         &settings,
         &start,
         |th: &[f64]| {
-            gradient(&exact, th, &GradOptions::default())
-                .unwrap_or((f64::NAN, vec![f64::NAN; th.len()]))
+            admissible(
+                gradient(&exact, th, &GradOptions::default()),
+                th.len(),
+                &inadmissible,
+            )
         },
         |_| {},
     )?;

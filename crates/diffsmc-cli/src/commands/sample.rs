@@ -11,9 +11,9 @@ use diffsmc::samplers::{
 };
 use serde::Serialize;
 
-use crate::data::read_csv;
-use crate::error::CliError;
-use crate::output::{check_writable, write_json};
+use crate::support::data::read_csv;
+use crate::support::error::CliError;
+use crate::support::output::{check_writable, write_json};
 
 /// Arguments of `diffsmc sample`.
 #[derive(Debug, clap::Args)]
@@ -158,7 +158,7 @@ fn sample_target<T: StaticTarget>(
         .with_waste_free(args.waste_free)?
         .with_moves(1, args.max_moves.max(1), 0.01)?;
     let resampler = args.resampler.build::<f64>()?;
-    let pb = crate::progress::spinner("tempered SMC", quiet);
+    let pb = crate::support::progress::spinner("tempered SMC", quiet);
     let t0 = Instant::now();
     let out = TemperingSampler::new(config).run(target, &resampler, args.seed);
     pb.finish_and_clear();

@@ -4,7 +4,7 @@
 
 use std::str::FromStr;
 
-use crate::error::CliError;
+use crate::support::error::CliError;
 
 /// A parameter vector given as comma-separated finite numbers, e.g. `--theta 0.5,1.0`.
 ///

@@ -14,10 +14,10 @@ use diffsmc::{Bootstrap, ResamplerSpec, Smc, SmcConfig, SmcOutput, Trigger};
 use diffsmc_lgssm::{Lgssm, PaperParams};
 use serde::Serialize;
 
-use crate::data::read_csv;
-use crate::error::CliError;
-use crate::output::{check_writable, write_json};
-use crate::plot::{Band, Chart, Series, Style};
+use crate::support::data::read_csv;
+use crate::support::error::CliError;
+use crate::support::output::{check_writable, write_json};
+use crate::support::plot::{Band, Chart, Series, Style};
 
 /// A smoothing method, as given to `--method`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,7 +79,7 @@ pub struct Args {
     pub model: String,
     /// Parameters θ1,θ2, comma-separated, given once.
     #[arg(long, default_value = "0.5,1.0", allow_hyphen_values = true)]
-    pub theta: crate::args::Theta,
+    pub theta: crate::support::args::Theta,
     /// Observations: CSV, one row per time step, one column per dimension, optional header;
     /// an empty or NaN cell is a missing value.
     #[arg(long)]
@@ -222,7 +222,7 @@ pub fn run(args: &Args, force: bool, quiet: bool) -> Result<(), CliError> {
         .with_history(true);
     let resampler = args.resampler.build::<f64>()?;
     let t0 = Instant::now();
-    let pb = crate::progress::spinner("smooth", quiet);
+    let pb = crate::support::progress::spinner("smooth", quiet);
     let pf: Result<SmcOutput<f64>, _> =
         Smc::new(config.clone()).run(&Bootstrap(&data), &resampler, args.seed);
     let pf = pf?;
@@ -432,7 +432,7 @@ mod tests {
         let json = dir.path().join("out.json");
         let args = Args {
             model: "lgssm".into(),
-            theta: crate::args::Theta(vec![0.5, 1.0]),
+            theta: crate::support::args::Theta(vec![0.5, 1.0]),
             data,
             particles: 200,
             method: Method::Paris,

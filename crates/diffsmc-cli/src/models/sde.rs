@@ -1,35 +1,21 @@
-//! `diffsmc filter` and `diffsmc fit` for discretely observed SDEs (`--model ou`,
-//! `--model double-well`): transition densities by diffusion-bridge importance sampling (or
-//! SMC bridge sampling with resampling), summed over the observation intervals.
+//! The discretely observed SDE models of `diffsmc filter` and `diffsmc fit` (`--model ou`,
+//! `--model double-well`): their flags, data files, and transition densities by
+//! diffusion-bridge importance sampling (or SMC bridge sampling with resampling), summed over
+//! the observation intervals. The commands themselves are in `commands/filter.rs` and
+//! `commands/fit.rs`.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::path::Path;
-use std::time::Instant;
 
-use diffsmc::grad::Differentiable;
-use diffsmc::rng::derive_seed;
-use diffsmc::{Resampler, SmcError, Trigger};
+use diffsmc::{Resampler, Trigger};
 use diffsmc_sde::{
-    BridgeProposal, BridgeSettings, DoubleWellFamily, ExactOuObjective, Lookahead, Observations,
-    Ou, OuFamily, Parametrisation, PathObjective, Sde, SdeFamily, map_intervals, standard_errors,
+    BridgeProposal, BridgeSettings, DoubleWellFamily, Lookahead, Observations, OuFamily,
+    Parametrisation, Sde, SdeFamily, map_intervals,
 };
-use serde_json::{Value, json};
 
-use crate::data::read_csv;
-use crate::error::CliError;
-use crate::fit::FitArgs;
-use crate::lgssm_cmd::FilterArgs;
-use crate::optimise::{FitOutcome, OptimSettings, OptimizerKind, minimise};
-use crate::output::{check_writable, num, write_json};
-use crate::progress;
-
-/// The model names this module handles.
-pub const MODELS: &[&str] = &["ou", "double-well"];
-
-/// Whether `model` is an SDE model handled here.
-pub fn is_sde_model(model: &str) -> bool {
-    MODELS.contains(&model)
-}
+use crate::support::data::read_csv;
+use crate::support::error::CliError;
+use crate::support::optimise::{FitOutcome, OptimSettings, admissible, minimise};
 
 /// The options of `filter` and `fit` that only the SDE models use.
 #[derive(Debug, Clone, clap::Args)]
@@ -47,40 +33,35 @@ pub struct SdeArgs {
     pub lookahead: Lookahead,
 }
 
-/// Which SDE.
+/// Which SDE (parsed as part of [`CliModel`](crate::models::CliModel)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Model {
+pub enum Model {
     Ou,
     DoubleWell,
 }
 
 impl Model {
-    fn parse(s: &str) -> Result<Self, CliError> {
-        match s {
-            "ou" => Ok(Model::Ou),
-            "double-well" => Ok(Model::DoubleWell),
-            _ => Err(CliError::flag(
-                "model",
-                format!(
-                    "unknown SDE model `{s}`; expected one of {}",
-                    MODELS.join(", ")
-                ),
-            )),
-        }
-    }
-    fn name(self) -> &'static str {
+    /// The name as on the command line.
+    pub fn name(self) -> &'static str {
         match self {
             Model::Ou => "ou",
             Model::DoubleWell => "double-well",
         }
     }
-    fn params(self) -> &'static str {
+    /// The parameters, in words.
+    pub fn params(self) -> &'static str {
         match self {
             Model::Ou => "κ,μ,σ (dX = κ(μ − X)dt + σ dW)",
             Model::DoubleWell => "θ1,θ2,σ (dX = θ1 X(θ2 − X²)dt + σ dW)",
         }
     }
-    fn check_theta(self, flag: &'static str, theta: &[f64], dim: usize) -> Result<(), CliError> {
+    /// Checks the length and domain of θ, naming `flag`.
+    pub fn check_theta(
+        self,
+        flag: &'static str,
+        theta: &[f64],
+        dim: usize,
+    ) -> Result<(), CliError> {
         if theta.len() != 3 {
             return Err(CliError::flag(
                 flag,
@@ -155,7 +136,8 @@ pub fn read_time_series(path: &Path) -> Result<(Observations, Vec<usize>), CliEr
     Ok((obs, raw.lines))
 }
 
-fn settings(
+/// The bridge settings from the SDE flags.
+pub fn settings(
     sde: &SdeArgs,
     particles: usize,
     trigger: Option<Trigger>,
@@ -173,16 +155,21 @@ fn settings(
 }
 
 /// Per-interval results of a path run.
-struct PathRun {
-    log_likelihood: f64,
-    intervals: Vec<f64>,
-    final_ess: Vec<f64>,
-    min_ess: Vec<f64>,
-    resampled: usize,
+pub struct PathRun {
+    /// Summed log-likelihood estimate.
+    pub log_likelihood: f64,
+    /// Per-interval log-likelihood estimates.
+    pub intervals: Vec<f64>,
+    /// Per-interval final ESS fraction.
+    pub final_ess: Vec<f64>,
+    /// Per-interval minimum ESS fraction.
+    pub min_ess: Vec<f64>,
+    /// Resampled sub-steps over all intervals.
+    pub resampled: usize,
 }
 
 /// Runs every interval, naming the interval (and its line in the data file) on failure.
-fn run_path<D: Sde<f64>>(
+pub fn run_path<D: Sde<f64>>(
     sde: &D,
     obs: &Observations,
     lines: &[usize],
@@ -226,139 +213,26 @@ fn run_path<D: Sde<f64>>(
     Ok(run)
 }
 
-fn min_mean(v: &[f64]) -> (f64, f64) {
+/// Minimum and mean.
+pub fn min_mean(v: &[f64]) -> (f64, f64) {
     (
         v.iter().copied().fold(f64::INFINITY, f64::min),
         v.iter().sum::<f64>() / v.len() as f64,
     )
 }
 
-/// `diffsmc filter --model ou|double-well`.
-pub fn filter(args: &FilterArgs, force: bool, quiet: bool) -> Result<(), CliError> {
-    let model = Model::parse(&args.model)?;
-    if args.kalman {
-        return Err(CliError::flag(
-            "kalman",
-            "applies to lgssm only (for ou the exact likelihood is always reported)",
-        ));
-    }
-    if args.plot.is_some() {
-        return Err(CliError::flag(
-            "plot",
-            "is not available for the SDE models",
-        ));
-    }
-    if let Some(p) = &args.json {
-        check_writable(p, force)?;
-    }
-    let (obs, lines) = read_time_series(&args.data)?;
-    let d = obs.dim();
-    if model == Model::DoubleWell && d != 1 {
-        return Err(CliError::flag(
-            "data",
-            format!("double-well is one-dimensional; the file has {d} value columns"),
-        ));
-    }
-    model.check_theta("theta", &args.theta, d)?;
-    let settings = settings(&args.sde, args.particles, args.trigger)?;
-    let resampler = args.resampler.build::<f64>()?;
-    let file = args.data.display().to_string();
-    let th = &args.theta;
-    let t0 = Instant::now();
-    let pb = progress::spinner("filter", quiet);
-    let (run, exact, euler) = match model {
-        Model::Ou => {
-            let ou = Ou::new(th[0], th[1], th[2], d)?;
-            let run = run_path(&ou, &obs, &lines, &file, &settings, &resampler, args.seed)?;
-            (
-                run,
-                Some(ou.exact_log_likelihood(&obs)?),
-                Some(ou.euler_log_likelihood(&obs, settings.substeps())?),
-            )
-        }
-        Model::DoubleWell => {
-            let dw = DoubleWellFamily.sde(th)?;
-            let run = run_path(&dw, &obs, &lines, &file, &settings, &resampler, args.seed)?;
-            (run, None, None)
-        }
-    };
-    pb.finish_and_clear();
-    let elapsed = t0.elapsed().as_secs_f64();
-    let (fin_min, fin_mean) = min_mean(&run.final_ess);
-    let (min_min, _) = min_mean(&run.min_ess);
-
-    println!(
-        "filter: {} d = {d}, {} observations ({} intervals), N = {}, M = {} sub-steps, proposal {}, trigger {:?}",
-        model.name(),
-        obs.len(),
-        obs.n_intervals(),
-        settings.particles(),
-        settings.substeps(),
-        settings.proposal(),
-        settings.trigger()
-    );
-    println!(
-        "  {:<44} {:.6}",
-        "log-likelihood (bridge estimate)", run.log_likelihood
-    );
-    if let (Some(e), Some(u)) = (exact, euler) {
-        println!("  {:<44} {e:.6}", "log-likelihood (exact OU)");
-        println!(
-            "  {:<44} {u:.6}",
-            format!(
-                "log-likelihood (Euler scheme, M = {}; N → ∞)",
-                settings.substeps()
-            )
-        );
-    }
-    println!(
-        "  final ESS / N: min {fin_min:.3}, mean {fin_mean:.3}; smallest ESS / N at any sub-step {min_min:.3}; resampled {} times; {:.3} s",
-        run.resampled, elapsed
-    );
-    if fin_min < 0.1 {
-        eprintln!(
-            "warning: an interval's ESS fell to {:.1}% of N: the estimate is unreliable there (long interval or strong nonlinearity); add --substeps, --particles or resampling (--trigger ess:0.5)",
-            100.0 * fin_min
-        );
-    }
-    if let Some(p) = &args.json {
-        let v = json!({
-            "model": model.name(),
-            "theta": &args.theta.0,
-            "data": file,
-            "dim": d,
-            "observations": obs.len(),
-            "intervals": obs.n_intervals(),
-            "particles": settings.particles(),
-            "substeps": settings.substeps(),
-            "proposal": settings.proposal().to_string(),
-            "lookahead": settings.lookahead().to_string(),
-            "trigger": format!("{:?}", settings.trigger()),
-            "resampler": args.resampler.to_string(),
-            "seed": args.seed,
-            "log_likelihood": num(run.log_likelihood),
-            "exact_log_likelihood": exact.map(num),
-            "euler_log_likelihood": euler.map(num),
-            "interval_log_likelihoods": run.intervals,
-            "final_ess_fraction": run.final_ess,
-            "min_ess_fraction": run.min_ess,
-            "resampled_steps": run.resampled,
-            "seconds": elapsed,
-        });
-        write_json(p, &v, force)?;
-    }
-    Ok(())
-}
-
 /// What one optimisation of a path objective gave.
-struct SdeFit {
-    outcome: FitOutcome,
-    theta: Vec<f64>,
-    first_error: Option<SmcError>,
+pub struct SdeFit {
+    /// The optimiser's result (in φ).
+    pub outcome: FitOutcome,
+    /// The estimate in natural parameters.
+    pub theta: Vec<f64>,
+    /// Evaluations turned into inadmissible points by [`admissible`].
+    pub inadmissible: usize,
 }
 
 /// Minimises `objective(φ, seed)` from θ0 (natural) in φ = (…, log σ).
-fn optimise(
+pub fn optimise(
     settings: &OptimSettings,
     positive: &[bool],
     theta0: &[f64],
@@ -371,7 +245,7 @@ fn optimise(
         .from_natural(positive, theta0)
         .map_err(|e| CliError::flag("init", e.to_string()))?;
     let evals = Cell::new(0u64);
-    let first_error: RefCell<Option<SmcError>> = RefCell::new(None);
+    let inadmissible = Cell::new(0);
     let mut on_iter = on_iter;
     let outcome = minimise(
         settings,
@@ -379,10 +253,7 @@ fn optimise(
         |phi: &[f64]| {
             let seed = seed_for(evals.get());
             evals.set(evals.get() + 1);
-            objective(phi, seed).unwrap_or_else(|e| {
-                first_error.borrow_mut().get_or_insert(e);
-                (f64::NAN, vec![f64::NAN; phi.len()])
-            })
+            admissible(objective(phi, seed), phi.len(), &inadmissible)
         },
         |_| on_iter(),
     )?;
@@ -390,13 +261,13 @@ fn optimise(
     Ok(SdeFit {
         outcome,
         theta,
-        first_error: first_error.into_inner(),
+        inadmissible: inadmissible.get(),
     })
 }
 
 /// Standard errors of the natural parameters from those of φ (delta method: SE(σ) = σ
 /// SE(log σ)).
-fn natural_se(positive: &[bool], theta: &[f64], se_phi: &[f64]) -> Vec<f64> {
+pub fn natural_se(positive: &[bool], theta: &[f64], se_phi: &[f64]) -> Vec<f64> {
     se_phi
         .iter()
         .zip(theta)
@@ -405,215 +276,11 @@ fn natural_se(positive: &[bool], theta: &[f64], se_phi: &[f64]) -> Vec<f64> {
         .collect()
 }
 
-fn fit_family<F: SdeFamily>(
-    family: &F,
-    model: Model,
-    args: &FitArgs,
-    obs: &Observations,
-    quiet: bool,
-) -> Result<Value, CliError> {
-    let settings = settings(&args.sde, args.particles, args.trigger)?;
-    let optim = OptimSettings {
-        kind: args.optimizer,
-        lr: args.lr,
-        iterations: args.iterations,
-        clip: args.clip,
-    };
-    let fixed_seed = args.optimizer == OptimizerKind::Lbfgs || args.common_random_numbers;
-    let positive = family.positive();
-    let objective_at = |seed: u64| PathObjective {
-        family,
-        obs,
-        settings: &settings,
-        resampler: &args.resampler,
-        seed,
-        parametrisation: Parametrisation::LogPositive,
-    };
-    let pb = progress::bar(args.iterations as u64, "fit", quiet);
-    let t0 = Instant::now();
-    let fit = optimise(
-        &optim,
-        positive,
-        &args.init,
-        |k| {
-            if fixed_seed {
-                args.seed
-            } else {
-                derive_seed(args.seed, k)
-            }
-        },
-        |phi, seed| {
-            diffsmc::grad::gradient(
-                &objective_at(seed),
-                phi,
-                &diffsmc::grad::GradOptions::default(),
-            )
-        },
-        || pb.inc(1),
-    )?;
-    let elapsed = t0.elapsed().as_secs_f64();
-    pb.finish_and_clear();
-    // Standard errors from the curvature of the seeded (smooth) estimate, when it is smooth.
-    let smooth = settings.trigger() == Trigger::Never;
-    let se = if smooth && fit.outcome.value.is_finite() {
-        standard_errors(&objective_at(args.seed), &fit.outcome.theta, 1e-4)
-            .ok()
-            .map(|s| natural_se(positive, &fit.theta, &s))
-    } else {
-        None
-    };
-    let names = family.param_names();
-    println!(
-        "fit: {}, {} observations ({} intervals), N = {}, M = {}, proposal {}, trigger {:?}, optimiser {}",
-        model.name(),
-        obs.len(),
-        obs.n_intervals(),
-        settings.particles(),
-        settings.substeps(),
-        settings.proposal(),
-        settings.trigger(),
-        args.optimizer.name()
-    );
-    let show = |theta: &[f64]| {
-        names
-            .iter()
-            .zip(theta)
-            .map(|(n, v)| format!("{n} {v:.5}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    println!(
-        "  bridge estimate: {}  NLL {:.5}  converged {}  ({}, {} iterations, {:.2} s)",
-        show(&fit.theta),
-        fit.outcome.value,
-        fit.outcome.converged,
-        fit.outcome.reason,
-        fit.outcome.iterations,
-        elapsed
-    );
-    if let Some(se) = &se {
-        println!("  standard errors (bridge curvature): {}", show(se));
-    }
-    if fit.outcome.skipped > 0 {
-        eprintln!(
-            "warning: {} updates skipped for non-finite values or gradients",
-            fit.outcome.skipped
-        );
-    }
-    if let Some(e) = &fit.first_error {
-        eprintln!(
-            "warning: some evaluations failed (first: {e}); the optimiser backtracked from them"
-        );
-    }
-    let mut v = json!({
-        "model": model.name(),
-        "data": args.data.display().to_string(),
-        "param_names": names,
-        "init": &args.init.0,
-        "optimizer": args.optimizer.name(),
-        "parametrisation": "log-positive: the optimiser works on (…, log σ); theta_hat is natural",
-        "particles": settings.particles(),
-        "substeps": settings.substeps(),
-        "proposal": settings.proposal().to_string(),
-        "lookahead": settings.lookahead().to_string(),
-        "trigger": format!("{:?}", settings.trigger()),
-        "resampler": args.resampler.to_string(),
-        "seed": args.seed,
-        "theta_hat": fit.theta,
-        "nll": num(fit.outcome.value),
-        "converged": fit.outcome.converged,
-        "stop_reason": fit.outcome.reason,
-        "iterations": fit.outcome.iterations,
-        "skipped_updates": fit.outcome.skipped,
-        "standard_errors": se,
-        "loss_trace": fit.outcome.trace.iter().map(|&x| num(x)).collect::<Vec<_>>(),
-        "seconds": elapsed,
-        "exact_mle": Value::Null,
-    });
-    if model == Model::Ou {
-        let exact = ExactOuObjective {
-            obs,
-            parametrisation: Parametrisation::LogPositive,
-        };
-        let ex = optimise(
-            &optim,
-            positive,
-            &args.init,
-            |_| 0,
-            |phi, _| {
-                diffsmc::grad::gradient(
-                    &exact,
-                    phi,
-                    &diffsmc::grad::GradOptions::default()
-                        .with_mode(diffsmc::grad::GradMode::Forward)
-                        .with_chunk(diffsmc::grad::ChunkSize::Auto),
-                )
-            },
-            || {},
-        )?;
-        let ex_se = standard_errors(&exact, &ex.outcome.theta, 1e-4)
-            .ok()
-            .map(|s| natural_se(positive, &ex.theta, &s));
-        let at_hat = Parametrisation::LogPositive
-            .from_natural(positive, &fit.theta)
-            .ok()
-            .and_then(|phi| exact.eval::<f64>(&phi).ok());
-        println!(
-            "  exact OU MLE:    {}  NLL {:.5}  converged {}",
-            show(&ex.theta),
-            ex.outcome.value,
-            ex.outcome.converged
-        );
-        if let Some(s) = &ex_se {
-            println!("  standard errors (exact):            {}", show(s));
-            let z: Vec<String> = fit
-                .theta
-                .iter()
-                .zip(&ex.theta)
-                .zip(s)
-                .map(|((a, b), s)| format!("{:+.2}", (a - b) / s))
-                .collect();
-            println!(
-                "  bridge − exact, in exact standard errors: ({})",
-                z.join(", ")
-            );
-        }
-        v["exact_mle"] = json!(ex.theta);
-        v["exact_nll"] = num(ex.outcome.value);
-        v["exact_converged"] = json!(ex.outcome.converged);
-        v["exact_standard_errors"] = json!(ex_se);
-        v["exact_nll_at_theta_hat"] = json!(at_hat.map(num));
-    }
-    Ok(v)
-}
-
-/// `diffsmc fit --model ou|double-well`.
-pub fn fit(args: &FitArgs, quiet: bool, force: bool) -> Result<(), CliError> {
-    let model = Model::parse(&args.model)?;
-    if let Some(p) = &args.json {
-        check_writable(p, force)?;
-    }
-    let (obs, _) = read_time_series(&args.data)?;
-    let d = obs.dim();
-    if model == Model::DoubleWell && d != 1 {
-        return Err(CliError::flag(
-            "data",
-            format!("double-well is one-dimensional; the file has {d} value columns"),
-        ));
-    }
-    model.check_theta("init", &args.init, d)?;
-    let v = match model {
-        Model::Ou => fit_family(&OuFamily { dim: d }, model, args, &obs, quiet)?,
-        Model::DoubleWell => fit_family(&DoubleWellFamily, model, args, &obs, quiet)?,
-    };
-    if let Some(p) = &args.json {
-        write_json(p, &v, force)?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
+    use diffsmc_sde::Ou;
+    use serde_json::Value;
+
     use super::*;
 
     fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::PathBuf {

@@ -8,9 +8,12 @@ use diffsmc_lgssm::{Lgssm, PaperParams};
 use nalgebra::{DMatrix, DVector};
 use serde_json::json;
 
-use crate::error::CliError;
-use crate::optimise::{OptimSettings, OptimizerKind, minimise};
-use crate::output::{num, summary};
+use crate::support::error::CliError;
+use crate::support::optimise::{OptimSettings, OptimizerKind, admissible, minimise};
+use crate::support::output::{num, summary};
+use std::path::PathBuf;
+
+use crate::support::{output, plot, progress};
 
 /// The true parameters of the experiment.
 pub const THETA: [f64; 2] = [0.5, 1.0];
@@ -151,16 +154,20 @@ pub fn one_run(s: &LgssmSettings, run: usize, keep_landscape: bool) -> Result<Ru
         iterations: s.iterations,
         clip: None,
     };
+    let inadmissible = std::cell::Cell::new(0);
     let fit = minimise(
         &settings,
         &start,
         |th: &[f64]| {
-            gradient(
-                &ParticleFilterNll::new(&params, &smc, &s.resampler, pf_seed),
-                th,
-                &GradOptions::default(),
+            admissible(
+                gradient(
+                    &ParticleFilterNll::new(&params, &smc, &s.resampler, pf_seed),
+                    th,
+                    &GradOptions::default(),
+                ),
+                th.len(),
+                &inadmissible,
             )
-            .unwrap_or((f64::NAN, vec![f64::NAN; th.len()]))
         },
         |_| {},
     )?;
@@ -259,6 +266,122 @@ pub fn run(
         })),
     });
     Ok((v, landscape))
+}
+
+/// The flags of `diffsmc experiment lgssm` (see its `--help`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Independent runs (each with new data).
+    #[arg(long, default_value_t = 100)]
+    pub runs: usize,
+    /// Particles.
+    #[arg(long, default_value_t = 32)]
+    pub particles: usize,
+    /// Resampler spec.
+    #[arg(long, default_value = "multinomial")]
+    pub resampler: ResamplerSpec,
+    /// Grid points per axis of the loss landscape on [θ1 ± 0.1] × [θ2 ± 0.1] (0 skips it).
+    #[arg(long, default_value_t = 128)]
+    pub grid: usize,
+    /// State dimension.
+    #[arg(long, default_value_t = 1)]
+    pub dim: usize,
+    /// L-BFGS iteration cap.
+    #[arg(long, default_value_t = 100)]
+    pub iterations: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Write per-run results and the summary as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Draw the Kalman and PF NLL surfaces of run 0 as SVG.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+}
+
+/// Runs `diffsmc experiment lgssm`.
+pub fn execute(args: &Args, force: bool, quiet: bool) -> Result<(), CliError> {
+    let Args {
+        runs,
+        particles,
+        resampler,
+        grid,
+        dim,
+        iterations,
+        seed,
+        json,
+        plot,
+    } = args.clone();
+    for p in [&json, &plot].into_iter().flatten() {
+        output::check_writable(p, force)?;
+    }
+    if plot.is_some() && grid == 0 {
+        return Err(CliError::flag(
+            "plot",
+            "needs a landscape: pass --grid N with N > 0",
+        ));
+    }
+    let settings = LgssmSettings {
+        runs,
+        particles,
+        resampler,
+        grid,
+        dim,
+        iterations,
+        seed,
+    };
+    let pb = progress::bar(runs as u64, "lgssm runs", quiet);
+    let (v, landscape) = run(&settings, &pb)?;
+    pb.finish_and_clear();
+    let sm = &v["summary"];
+    let f = |k: &str, q: &str| sm[k][q].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "lgssm  resampler {}  N={}  runs={}  grid={}",
+        settings.resampler, particles, runs, grid
+    );
+    println!(
+        "  loss_error     {:.4} ± {:.4}",
+        f("loss_error", "mean"),
+        f("loss_error", "std")
+    );
+    println!(
+        "  filtering_kl   {:.5} ± {:.5}  (2·KL {:.5})",
+        f("filtering_kl", "mean"),
+        f("filtering_kl", "std"),
+        f("filtering_kl2", "mean")
+    );
+    println!(
+        "  param_error    {:.4} ± {:.4} over {} successful runs of {}",
+        f("param_error_successful", "mean"),
+        f("param_error_successful", "std"),
+        sm["successes"],
+        runs
+    );
+    if v["resampler_non_converged_steps"].as_u64().unwrap_or(0) > 0 {
+        eprintln!(
+            "warning: the resampler did not converge at {} steps",
+            v["resampler_non_converged_steps"]
+        );
+    }
+    if let Some(p) = &json {
+        output::write_json(p, &v, force)?;
+    }
+    if let (Some(p), Some((kf, pf))) = (&plot, landscape) {
+        let a1 = axis(THETA[0], grid);
+        let a2 = axis(THETA[1], grid);
+        let panels = plot::landscape_panels(
+            &a1,
+            &a2,
+            THETA,
+            [
+                ("Kalman NLL (run 0)".into(), kf),
+                (format!("PF NLL, {} (run 0)", settings.resampler), pf),
+            ],
+        );
+        plot::draw_heatmaps(p, &panels)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
