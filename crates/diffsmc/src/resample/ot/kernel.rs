@@ -54,7 +54,7 @@ impl<S: Scalar> Soa<S> {
     /// Multiplies every coordinate by `f`.
     pub(super) fn scale_by(&mut self, f: f64) {
         for v in &mut self.c {
-            *v = *v * f;
+            *v *= f;
         }
     }
     #[inline]

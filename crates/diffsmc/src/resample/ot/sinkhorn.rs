@@ -162,10 +162,10 @@ impl<S: Scalar> Sinkhorn<S> {
                 ya.scale_by(rs);
                 yb.scale_by(rs);
                 for q in qa.iter_mut().chain(qb.iter_mut()) {
-                    *q = *q * r;
+                    *q *= r;
                 }
                 for ui in &mut u {
-                    *ui = *ui * r;
+                    *ui *= r;
                 }
                 eps = next;
             }
