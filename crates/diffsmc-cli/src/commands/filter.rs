@@ -8,15 +8,17 @@ use diffsmc::{
     weighted_mean_cov,
 };
 use diffsmc_lgssm::{Lgssm, LgssmData};
-use diffsmc_sde::{DoubleWellFamily, Ou, SdeFamily};
+use diffsmc_sde::SdeFamily;
 use serde::Serialize;
-use serde_json::json;
 
 use crate::models::CliModel;
-use crate::models::sde::{Model, SdeArgs, min_mean, read_time_series, run_path, settings};
+use crate::models::sde::{
+    DoubleWellModel, Model, OuModel, SdeArgs, SdeModel, min_mean, read_time_series, run_path,
+    settings,
+};
 use crate::support::data::read_csv;
 use crate::support::error::CliError;
-use crate::support::output::{check_writable, num, write_json};
+use crate::support::output::{check_writable, write_json};
 use crate::support::plot::{Band, Chart, Series, Style};
 use crate::support::progress;
 
@@ -398,6 +400,19 @@ pub fn filter(args: &FilterArgs, force: bool, quiet: bool) -> Result<(), CliErro
 
 /// `diffsmc filter --model ou|double-well`.
 fn filter_sde(model: Model, args: &FilterArgs, force: bool, quiet: bool) -> Result<(), CliError> {
+    match model {
+        Model::Ou => filter_sde_model(&OuModel, args, force, quiet),
+        Model::DoubleWell => filter_sde_model(&DoubleWellModel, args, force, quiet),
+    }
+}
+
+/// `diffsmc filter` for one SDE model.
+fn filter_sde_model<M: SdeModel>(
+    model: &M,
+    args: &FilterArgs,
+    force: bool,
+    quiet: bool,
+) -> Result<(), CliError> {
     if args.kalman {
         return Err(CliError::flag(
             "kalman",
@@ -415,12 +430,7 @@ fn filter_sde(model: Model, args: &FilterArgs, force: bool, quiet: bool) -> Resu
     }
     let (obs, lines) = read_time_series(&args.data)?;
     let d = obs.dim();
-    if model == Model::DoubleWell && d != 1 {
-        return Err(CliError::flag(
-            "data",
-            format!("double-well is one-dimensional; the file has {d} value columns"),
-        ));
-    }
+    let family = model.family(d)?;
     model.check_theta("theta", &args.theta, d)?;
     let settings = settings(&args.sde, args.particles, args.trigger)?;
     let resampler = args.resampler.build::<f64>()?;
@@ -428,22 +438,9 @@ fn filter_sde(model: Model, args: &FilterArgs, force: bool, quiet: bool) -> Resu
     let th = &args.theta;
     let t0 = Instant::now();
     let pb = progress::spinner("filter", quiet);
-    let (run, exact, euler) = match model {
-        Model::Ou => {
-            let ou = Ou::new(th[0], th[1], th[2], d)?;
-            let run = run_path(&ou, &obs, &lines, &file, &settings, &resampler, args.seed)?;
-            (
-                run,
-                Some(ou.exact_log_likelihood(&obs)?),
-                Some(ou.euler_log_likelihood(&obs, settings.substeps())?),
-            )
-        }
-        Model::DoubleWell => {
-            let dw = DoubleWellFamily.sde(th)?;
-            let run = run_path(&dw, &obs, &lines, &file, &settings, &resampler, args.seed)?;
-            (run, None, None)
-        }
-    };
+    let sde = family.sde(th)?;
+    let run = run_path(&sde, &obs, &lines, &file, &settings, &resampler, args.seed)?;
+    let (exact, euler) = model.reference_log_likelihoods(th, &obs, settings.substeps())?;
     pb.finish_and_clear();
     let elapsed = t0.elapsed().as_secs_f64();
     let (fin_min, fin_mean) = min_mean(&run.final_ess);
@@ -484,32 +481,59 @@ fn filter_sde(model: Model, args: &FilterArgs, force: bool, quiet: bool) -> Resu
         );
     }
     if let Some(p) = &args.json {
-        let v = json!({
-            "model": model.name(),
-            "theta": &args.theta.0,
-            "data": file,
-            "dim": d,
-            "observations": obs.len(),
-            "intervals": obs.n_intervals(),
-            "particles": settings.particles(),
-            "substeps": settings.substeps(),
-            "proposal": settings.proposal().to_string(),
-            "lookahead": settings.lookahead().to_string(),
-            "trigger": format!("{:?}", settings.trigger()),
-            "resampler": args.resampler.to_string(),
-            "seed": args.seed,
-            "log_likelihood": num(run.log_likelihood),
-            "exact_log_likelihood": exact.map(num),
-            "euler_log_likelihood": euler.map(num),
-            "interval_log_likelihoods": run.intervals,
-            "final_ess_fraction": run.final_ess,
-            "min_ess_fraction": run.min_ess,
-            "resampled_steps": run.resampled,
-            "seconds": elapsed,
-        });
+        let v = SdeFilterReport {
+            model: model.name(),
+            theta: args.theta.0.clone(),
+            data: file,
+            dim: d,
+            observations: obs.len(),
+            intervals: obs.n_intervals(),
+            particles: settings.particles(),
+            substeps: settings.substeps(),
+            proposal: settings.proposal().to_string(),
+            lookahead: settings.lookahead().to_string(),
+            trigger: format!("{:?}", settings.trigger()),
+            resampler: args.resampler.to_string(),
+            seed: args.seed,
+            log_likelihood: run.log_likelihood,
+            exact_log_likelihood: exact,
+            euler_log_likelihood: euler,
+            interval_log_likelihoods: run.intervals,
+            final_ess_fraction: run.final_ess,
+            min_ess_fraction: run.min_ess,
+            resampled_steps: run.resampled,
+            seconds: elapsed,
+        };
         write_json(p, &v, force)?;
     }
     Ok(())
+}
+
+/// The JSON report of `filter --model ou|double-well` (keys in docs/cli.md; non-finite numbers
+/// are written as `null`; the exact and Euler log-likelihoods are `null` but for the OU model).
+#[derive(Debug, Serialize)]
+struct SdeFilterReport {
+    model: &'static str,
+    theta: Vec<f64>,
+    data: String,
+    dim: usize,
+    observations: usize,
+    intervals: usize,
+    particles: usize,
+    substeps: usize,
+    proposal: String,
+    lookahead: String,
+    trigger: String,
+    resampler: String,
+    seed: u64,
+    log_likelihood: f64,
+    exact_log_likelihood: Option<f64>,
+    euler_log_likelihood: Option<f64>,
+    interval_log_likelihoods: Vec<f64>,
+    final_ess_fraction: Vec<f64>,
+    min_ess_fraction: Vec<f64>,
+    resampled_steps: usize,
+    seconds: f64,
 }
 
 #[cfg(test)]

@@ -10,21 +10,20 @@ use diffsmc::grad::{
 use diffsmc::rng::derive_seed;
 use diffsmc::{ResamplerSpec, SmcConfig, Trigger};
 use diffsmc_lgssm::PaperParams;
-use diffsmc_sde::{
-    DoubleWellFamily, ExactOuObjective, Observations, OuFamily, Parametrisation, PathObjective,
-    SdeFamily, standard_errors,
-};
+use diffsmc_sde::{Observations, Parametrisation, PathObjective, SdeFamily, standard_errors};
 use serde::Serialize;
-use serde_json::{Value, json};
 
 use crate::models::CliModel;
-use crate::models::sde::{Model, SdeArgs, natural_se, optimise, read_time_series, settings};
+use crate::models::sde::{
+    DoubleWellModel, Model, OuModel, SdeArgs, SdeModel, natural_se, optimise, read_time_series,
+    settings,
+};
 use crate::support::data::read_csv;
 use crate::support::error::CliError;
 use crate::support::optimise::{
     OptimSettings, OptimizerKind, admissible, minimise, warn_inadmissible,
 };
-use crate::support::output::{check_writable, num, write_json};
+use crate::support::output::{check_writable, write_json};
 use crate::support::progress;
 
 /// Arguments of `diffsmc fit`.
@@ -229,13 +228,14 @@ pub fn fit(args: &FitArgs, quiet: bool, force: bool) -> Result<(), CliError> {
     Ok(())
 }
 
-fn fit_family<F: SdeFamily>(
-    family: &F,
-    model: Model,
+/// `diffsmc fit` for one SDE model, whose family for the data's dimension is `family`.
+fn fit_family<M: SdeModel>(
+    model: &M,
+    family: &M::Family,
     args: &FitArgs,
     obs: &Observations,
     quiet: bool,
-) -> Result<Value, CliError> {
+) -> Result<SdeFitReport, CliError> {
     let settings = settings(&args.sde, args.particles, args.trigger)?;
     let optim = OptimSettings {
         kind: args.optimizer,
@@ -325,36 +325,36 @@ fn fit_family<F: SdeFamily>(
         );
     }
     warn_inadmissible(fit.inadmissible);
-    let mut v = json!({
-        "model": model.name(),
-        "data": args.data.display().to_string(),
-        "param_names": names,
-        "init": &args.init.0,
-        "optimizer": args.optimizer.name(),
-        "parametrisation": "log-positive: the optimiser works on (…, log σ); theta_hat is natural",
-        "particles": settings.particles(),
-        "substeps": settings.substeps(),
-        "proposal": settings.proposal().to_string(),
-        "lookahead": settings.lookahead().to_string(),
-        "trigger": format!("{:?}", settings.trigger()),
-        "resampler": args.resampler.to_string(),
-        "seed": args.seed,
-        "theta_hat": fit.theta,
-        "nll": num(fit.outcome.value),
-        "converged": fit.outcome.converged,
-        "stop_reason": fit.outcome.reason,
-        "iterations": fit.outcome.iterations,
-        "skipped_updates": fit.outcome.skipped,
-        "standard_errors": se,
-        "loss_trace": fit.outcome.trace.iter().map(|&x| num(x)).collect::<Vec<_>>(),
-        "seconds": elapsed,
-        "exact_mle": Value::Null,
-    });
-    if model == Model::Ou {
-        let exact = ExactOuObjective {
-            obs,
-            parametrisation: Parametrisation::LogPositive,
-        };
+    let mut v = SdeFitReport {
+        model: model.name(),
+        data: args.data.display().to_string(),
+        param_names: names,
+        init: args.init.0.clone(),
+        optimizer: args.optimizer.name(),
+        parametrisation: "log-positive: the optimiser works on (…, log σ); theta_hat is natural",
+        particles: settings.particles(),
+        substeps: settings.substeps(),
+        proposal: settings.proposal().to_string(),
+        lookahead: settings.lookahead().to_string(),
+        trigger: format!("{:?}", settings.trigger()),
+        resampler: args.resampler.to_string(),
+        seed: args.seed,
+        theta_hat: fit.theta.clone(),
+        nll: fit.outcome.value,
+        converged: fit.outcome.converged,
+        stop_reason: fit.outcome.reason.clone(),
+        iterations: fit.outcome.iterations,
+        skipped_updates: fit.outcome.skipped,
+        standard_errors: se,
+        loss_trace: fit.outcome.trace.clone(),
+        seconds: elapsed,
+        exact_mle: None,
+        exact_nll: None,
+        exact_converged: None,
+        exact_standard_errors: None,
+        exact_nll_at_theta_hat: None,
+    };
+    if let Some(exact) = model.exact_objective(obs, Parametrisation::LogPositive) {
         let ex = optimise(
             &optim,
             positive,
@@ -398,13 +398,63 @@ fn fit_family<F: SdeFamily>(
                 z.join(", ")
             );
         }
-        v["exact_mle"] = json!(ex.theta);
-        v["exact_nll"] = num(ex.outcome.value);
-        v["exact_converged"] = json!(ex.outcome.converged);
-        v["exact_standard_errors"] = json!(ex_se);
-        v["exact_nll_at_theta_hat"] = json!(at_hat.map(num));
+        v.exact_mle = Some(ex.theta);
+        v.exact_nll = Some(ex.outcome.value);
+        v.exact_converged = Some(ex.outcome.converged);
+        v.exact_standard_errors = Some(ex_se);
+        v.exact_nll_at_theta_hat = Some(at_hat);
     }
     Ok(v)
+}
+
+/// The JSON report of `fit --model ou|double-well` (keys in docs/cli.md; non-finite numbers
+/// are written as `null`). The `exact_*` keys other than `exact_mle` (`null` for the
+/// double-well) appear only for the OU model.
+#[derive(Debug, Serialize)]
+struct SdeFitReport {
+    model: &'static str,
+    data: String,
+    param_names: &'static [&'static str],
+    init: Vec<f64>,
+    optimizer: &'static str,
+    parametrisation: &'static str,
+    particles: usize,
+    substeps: usize,
+    proposal: String,
+    lookahead: String,
+    trigger: String,
+    resampler: String,
+    seed: u64,
+    theta_hat: Vec<f64>,
+    nll: f64,
+    converged: bool,
+    stop_reason: String,
+    iterations: usize,
+    skipped_updates: usize,
+    standard_errors: Option<Vec<f64>>,
+    loss_trace: Vec<f64>,
+    seconds: f64,
+    exact_mle: Option<Vec<f64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exact_nll: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exact_converged: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exact_standard_errors: Option<Option<Vec<f64>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exact_nll_at_theta_hat: Option<Option<f64>>,
+}
+
+/// Checks the data's dimension and the start, then fits.
+fn fit_model<M: SdeModel>(
+    model: &M,
+    args: &FitArgs,
+    obs: &Observations,
+    quiet: bool,
+) -> Result<SdeFitReport, CliError> {
+    let family = model.family(obs.dim())?;
+    model.check_theta("init", &args.init, obs.dim())?;
+    fit_family(model, &family, args, obs, quiet)
 }
 
 /// `diffsmc fit --model ou|double-well`.
@@ -413,17 +463,9 @@ fn fit_sde(model: Model, args: &FitArgs, quiet: bool, force: bool) -> Result<(),
         check_writable(p, force)?;
     }
     let (obs, _) = read_time_series(&args.data)?;
-    let d = obs.dim();
-    if model == Model::DoubleWell && d != 1 {
-        return Err(CliError::flag(
-            "data",
-            format!("double-well is one-dimensional; the file has {d} value columns"),
-        ));
-    }
-    model.check_theta("init", &args.init, d)?;
     let v = match model {
-        Model::Ou => fit_family(&OuFamily { dim: d }, model, args, &obs, quiet)?,
-        Model::DoubleWell => fit_family(&DoubleWellFamily, model, args, &obs, quiet)?,
+        Model::Ou => fit_model(&OuModel, args, &obs, quiet)?,
+        Model::DoubleWell => fit_model(&DoubleWellModel, args, &obs, quiet)?,
     };
     if let Some(p) = &args.json {
         write_json(p, &v, force)?;

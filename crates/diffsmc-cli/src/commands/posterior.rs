@@ -318,11 +318,7 @@ pub fn run(args: &Args, force: bool, quiet: bool) -> Result<(), CliError> {
             summary,
             warnings: post.warnings.clone(),
         };
-        let value = serde_json::to_value(&report).map_err(|e| CliError::Io {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
-        write_json(path, &value, force)?;
+        write_json(path, &report, force)?;
         println!("  wrote {}", path.display());
     }
     Ok(())
@@ -364,11 +360,7 @@ fn run_smc2(
         );
     }
     if let Some(path) = &args.json {
-        let value = serde_json::to_value(&report).map_err(|e| CliError::Io {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
-        write_json(path, &value, force)?;
+        write_json(path, &report, force)?;
         println!("  wrote {}", path.display());
     }
     Ok(())

@@ -1,4 +1,6 @@
-//! The models `filter` and `fit` run, chosen by `--model`.
+//! The models `filter` and `fit` run, chosen by `--model`: the typed [`CliModel`] parsed
+//! once from the flag; the SDE models implement [`sde::SdeModel`] (their family for the data,
+//! parameters and exact references), over which the commands are generic.
 
 pub mod sde;
 

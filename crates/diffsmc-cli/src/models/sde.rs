@@ -9,8 +9,8 @@ use std::path::Path;
 
 use diffsmc::{Resampler, Trigger};
 use diffsmc_sde::{
-    BridgeProposal, BridgeSettings, DoubleWellFamily, Lookahead, Observations, OuFamily,
-    Parametrisation, Sde, SdeFamily, map_intervals,
+    BridgeProposal, BridgeSettings, DoubleWellFamily, ExactOuObjective, Lookahead, Observations,
+    OuFamily, Parametrisation, Sde, SdeFamily, map_intervals,
 };
 
 use crate::support::data::read_csv;
@@ -33,7 +33,8 @@ pub struct SdeArgs {
     pub lookahead: Lookahead,
 }
 
-/// Which SDE (parsed as part of [`CliModel`](crate::models::CliModel)).
+/// Which SDE (parsed as part of [`CliModel`](crate::models::CliModel)); its behaviour is
+/// that of its [`SdeModel`] implementation ([`OuModel`], [`DoubleWellModel`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Model {
     Ou,
@@ -44,40 +45,137 @@ impl Model {
     /// The name as on the command line.
     pub fn name(self) -> &'static str {
         match self {
-            Model::Ou => "ou",
-            Model::DoubleWell => "double-well",
+            Model::Ou => OuModel.name(),
+            Model::DoubleWell => DoubleWellModel.name(),
         }
     }
+}
+
+/// What `filter` and `fit` need from an SDE `--model`: its family of SDEs for the data's
+/// dimension, its parameters, and the exact references it has. One implementation per model;
+/// the commands are generic over it.
+pub trait SdeModel {
+    /// The family of SDEs indexed by θ.
+    type Family: SdeFamily;
+    /// The name as on the command line.
+    fn name(&self) -> &'static str;
     /// The parameters, in words.
-    pub fn params(self) -> &'static str {
-        match self {
-            Model::Ou => "κ,μ,σ (dX = κ(μ − X)dt + σ dW)",
-            Model::DoubleWell => "θ1,θ2,σ (dX = θ1 X(θ2 − X²)dt + σ dW)",
-        }
-    }
-    /// Checks the length and domain of θ, naming `flag`.
-    pub fn check_theta(
-        self,
-        flag: &'static str,
+    fn params(&self) -> &'static str;
+    /// The family for data with `dim` value columns; a `--data` flag error if the model does
+    /// not come in that dimension.
+    fn family(&self, dim: usize) -> Result<Self::Family, CliError>;
+    /// The exact log-likelihood and the Euler-scheme one (`substeps` sub-steps) at θ, where
+    /// the model has them in closed form (`None` otherwise).
+    fn reference_log_likelihoods(
+        &self,
         theta: &[f64],
-        dim: usize,
-    ) -> Result<(), CliError> {
-        if theta.len() != 3 {
+        obs: &Observations,
+        substeps: usize,
+    ) -> Result<(Option<f64>, Option<f64>), CliError>;
+    /// The exact likelihood as an objective over the optimiser's coordinates, where the model
+    /// has one: `fit` then reports the exact MLE beside the bridge estimate.
+    fn exact_objective<'a>(
+        &self,
+        obs: &'a Observations,
+        parametrisation: Parametrisation,
+    ) -> Option<ExactOuObjective<'a>>;
+
+    /// Checks the length and domain of θ for data of dimension `dim`, naming `flag`.
+    fn check_theta(&self, flag: &'static str, theta: &[f64], dim: usize) -> Result<(), CliError> {
+        let family = self.family(dim)?;
+        if theta.len() != family.n_params() {
             return Err(CliError::flag(
                 flag,
                 format!(
-                    "{} takes 3 parameters {}; got {}",
+                    "{} takes {} parameters {}; got {}",
                     self.name(),
+                    family.n_params(),
                     self.params(),
                     theta.len()
                 ),
             ));
         }
-        let r = match self {
-            Model::Ou => OuFamily { dim }.sde(theta).map(|_| ()),
-            Model::DoubleWell => DoubleWellFamily.sde(theta).map(|_| ()),
-        };
-        r.map_err(|e| CliError::flag(flag, e.to_string()))
+        family
+            .sde(theta)
+            .map(|_| ())
+            .map_err(|e| CliError::flag(flag, e.to_string()))
+    }
+}
+
+/// `--model ou`: the Ornstein–Uhlenbeck process in any dimension, with its exact likelihood.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OuModel;
+
+impl SdeModel for OuModel {
+    type Family = OuFamily;
+    fn name(&self) -> &'static str {
+        "ou"
+    }
+    fn params(&self) -> &'static str {
+        "κ,μ,σ (dX = κ(μ − X)dt + σ dW)"
+    }
+    fn family(&self, dim: usize) -> Result<OuFamily, CliError> {
+        Ok(OuFamily { dim })
+    }
+    fn reference_log_likelihoods(
+        &self,
+        theta: &[f64],
+        obs: &Observations,
+        substeps: usize,
+    ) -> Result<(Option<f64>, Option<f64>), CliError> {
+        let ou = self.family(obs.dim())?.sde(theta)?;
+        Ok((
+            Some(ou.exact_log_likelihood(obs)?),
+            Some(ou.euler_log_likelihood(obs, substeps)?),
+        ))
+    }
+    fn exact_objective<'a>(
+        &self,
+        obs: &'a Observations,
+        parametrisation: Parametrisation,
+    ) -> Option<ExactOuObjective<'a>> {
+        Some(ExactOuObjective {
+            obs,
+            parametrisation,
+        })
+    }
+}
+
+/// `--model double-well`: the one-dimensional double-well diffusion (no closed form).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DoubleWellModel;
+
+impl SdeModel for DoubleWellModel {
+    type Family = DoubleWellFamily;
+    fn name(&self) -> &'static str {
+        "double-well"
+    }
+    fn params(&self) -> &'static str {
+        "θ1,θ2,σ (dX = θ1 X(θ2 − X²)dt + σ dW)"
+    }
+    fn family(&self, dim: usize) -> Result<DoubleWellFamily, CliError> {
+        if dim != 1 {
+            return Err(CliError::flag(
+                "data",
+                format!("double-well is one-dimensional; the file has {dim} value columns"),
+            ));
+        }
+        Ok(DoubleWellFamily)
+    }
+    fn reference_log_likelihoods(
+        &self,
+        _theta: &[f64],
+        _obs: &Observations,
+        _substeps: usize,
+    ) -> Result<(Option<f64>, Option<f64>), CliError> {
+        Ok((None, None))
+    }
+    fn exact_objective<'a>(
+        &self,
+        _obs: &'a Observations,
+        _parametrisation: Parametrisation,
+    ) -> Option<ExactOuObjective<'a>> {
+        None
     }
 }
 

@@ -14,8 +14,8 @@ pub fn check_writable(path: &Path, force: bool) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Writes `value` (a typed `Serialize` report or a `serde_json::Value`) as pretty JSON to
-/// `path` (checked with [`check_writable`]). Non-finite numbers become `null`.
+/// Writes `value` (a command's typed `Serialize` report) as pretty JSON to `path` (checked
+/// with [`check_writable`]). Non-finite numbers become `null`.
 pub fn write_json<T: serde::Serialize + ?Sized>(
     path: &Path,
     value: &T,
@@ -30,15 +30,6 @@ pub fn write_json<T: serde::Serialize + ?Sized>(
         path: path.display().to_string(),
         message: e.to_string(),
     })
-}
-
-/// JSON number or null for non-finite values (JSON has no NaN).
-pub fn num(v: f64) -> serde_json::Value {
-    if v.is_finite() {
-        serde_json::Value::from(v)
-    } else {
-        serde_json::Value::Null
-    }
 }
 
 /// Mean and (sample) standard deviation of finite values; NaN when there are none.

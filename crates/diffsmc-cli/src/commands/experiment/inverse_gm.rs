@@ -13,10 +13,10 @@ use diffsmc_diffusion_prior::{
     TimeGrid, Unweighted, VpSde,
 };
 use diffsmc_gaussian_mixture::{PaperConfig, SlicedWasserstein, mean_sq_error, weights_from_log};
-use serde_json::json;
+use serde::Serialize;
 
 use crate::support::error::CliError;
-use crate::support::output::{self, num, summary};
+use crate::support::output::{self, Summary, summary};
 use crate::support::progress;
 
 /// Settings of the inverse-problem experiment.
@@ -151,7 +151,7 @@ pub fn trigger_name(t: Trigger) -> String {
 pub fn run(
     s: &InverseGmSettings,
     pb: &indicatif::ProgressBar,
-) -> Result<serde_json::Value, CliError> {
+) -> Result<InverseGmReport, CliError> {
     if s.runs == 0 {
         return Err(CliError::flag("runs", "must be at least 1"));
     }
@@ -169,65 +169,204 @@ pub fn run(
         });
     let results = results.into_iter().collect::<Result<Vec<_>, _>>()?;
     let col = |f: fn(&RunResult) -> f64| results.iter().map(f).collect::<Vec<f64>>();
-    let runs: Vec<serde_json::Value> = results
+    let runs = results
         .iter()
         .enumerate()
-        .map(|(k, r)| {
-            json!({
-                "run": k,
-                "swd": num(r.swd),
-                "swd_importance": num(r.swd_importance),
-                "swd_guided_unweighted": num(r.swd_guided),
-                "swd_exact_floor": num(r.swd_floor),
-                "mean_sq_error": num(r.mse),
-                "mean_sq_error_importance": num(r.mse_importance),
-                "mean_sq_error_guided_unweighted": num(r.mse_guided),
-                "log_evidence": num(r.log_evidence),
-                "log_evidence_estimate": num(r.log_evidence_estimate),
-                "final_ess": num(r.final_ess),
-                "importance_ess": num(r.importance_ess),
-                "resampling_steps": r.resampled,
-                "resampler_non_converged_steps": r.non_converged,
-                "prior_scale": num(r.prior_scale),
-                "smc_seconds": num(r.seconds),
-            })
+        .map(|(k, r)| RunRecord {
+            run: k,
+            swd: r.swd,
+            swd_importance: r.swd_importance,
+            swd_guided_unweighted: r.swd_guided,
+            swd_exact_floor: r.swd_floor,
+            mean_sq_error: r.mse,
+            mean_sq_error_importance: r.mse_importance,
+            mean_sq_error_guided_unweighted: r.mse_guided,
+            log_evidence: r.log_evidence,
+            log_evidence_estimate: r.log_evidence_estimate,
+            final_ess: r.final_ess,
+            importance_ess: r.importance_ess,
+            resampling_steps: r.resampled,
+            resampler_non_converged_steps: r.non_converged,
+            prior_scale: r.prior_scale,
+            smc_seconds: r.seconds,
         })
         .collect();
-    Ok(json!({
-        "experiment": "inverse-gm",
-        "resampler": s.resampler.to_string(),
-        "trigger": trigger_name(s.trigger),
-        "particles": s.particles,
-        "dim": s.dim,
-        "components": s.components,
-        "obs_dim": s.obs_dim,
-        "y_offset": s.y_offset,
-        "steps": s.steps,
-        "sde": { "kind": "vp", "beta_min": VpSde::default().beta_min(),
-                 "beta_max": VpSde::default().beta_max(), "t_max": VpSde::default().t_max() },
-        "kernel": s.kernel.to_string(),
-        "targets": s.targets.to_string(),
-        "guidance": s.guidance,
-        "prior_scale": s.prior_scale.map(num).unwrap_or_else(|| json!("auto")),
-        "directions": s.directions,
-        "seed": s.seed,
-        "runs": runs,
-        "non_converged_runs": results.iter().filter(|r| r.non_converged > 0).count(),
-        "summary": {
-            "swd": summary(&col(|r| r.swd)),
-            "swd_importance": summary(&col(|r| r.swd_importance)),
-            "swd_guided_unweighted": summary(&col(|r| r.swd_guided)),
-            "swd_exact_floor": summary(&col(|r| r.swd_floor)),
-            "mean_sq_error": summary(&col(|r| r.mse)),
-            "mean_sq_error_importance": summary(&col(|r| r.mse_importance)),
-            "mean_sq_error_guided_unweighted": summary(&col(|r| r.mse_guided)),
-            "log_evidence_error": summary(&col(|r| r.log_evidence_estimate - r.log_evidence)),
-            "final_ess": summary(&col(|r| r.final_ess)),
-            "importance_ess": summary(&col(|r| r.importance_ess)),
-            "resampling_steps": summary(&col(|r| r.resampled as f64)),
-            "smc_seconds": summary(&col(|r| r.seconds)),
+    let sde = VpSde::default();
+    Ok(InverseGmReport {
+        experiment: "inverse-gm",
+        resampler: s.resampler.to_string(),
+        trigger: trigger_name(s.trigger),
+        particles: s.particles,
+        dim: s.dim,
+        components: s.components,
+        obs_dim: s.obs_dim,
+        y_offset: s.y_offset,
+        steps: s.steps,
+        sde: SdeInfo {
+            kind: "vp",
+            beta_min: sde.beta_min(),
+            beta_max: sde.beta_max(),
+            t_max: sde.t_max(),
         },
-    }))
+        kernel: s.kernel.to_string(),
+        targets: s.targets.to_string(),
+        guidance: s.guidance,
+        prior_scale: match s.prior_scale {
+            Some(r) => PriorScale::Given(r),
+            None => PriorScale::Auto("auto"),
+        },
+        directions: s.directions,
+        seed: s.seed,
+        runs,
+        non_converged_runs: results.iter().filter(|r| r.non_converged > 0).count(),
+        summary: InverseGmSummary {
+            swd: summary(&col(|r| r.swd)),
+            swd_importance: summary(&col(|r| r.swd_importance)),
+            swd_guided_unweighted: summary(&col(|r| r.swd_guided)),
+            swd_exact_floor: summary(&col(|r| r.swd_floor)),
+            mean_sq_error: summary(&col(|r| r.mse)),
+            mean_sq_error_importance: summary(&col(|r| r.mse_importance)),
+            mean_sq_error_guided_unweighted: summary(&col(|r| r.mse_guided)),
+            log_evidence_error: summary(&col(|r| r.log_evidence_estimate - r.log_evidence)),
+            final_ess: summary(&col(|r| r.final_ess)),
+            importance_ess: summary(&col(|r| r.importance_ess)),
+            resampling_steps: summary(&col(|r| r.resampled as f64)),
+            smc_seconds: summary(&col(|r| r.seconds)),
+        },
+    })
+}
+
+/// The JSON report of `experiment inverse-gm` (keys documented in docs/cli.md; non-finite
+/// numbers are written as `null`).
+#[derive(Debug, Clone, Serialize)]
+pub struct InverseGmReport {
+    /// `"inverse-gm"`.
+    pub experiment: &'static str,
+    /// The resampler spec, every knob printed.
+    pub resampler: String,
+    /// The trigger (`always`, `never`, `ess:FRAC`).
+    pub trigger: String,
+    /// Particles.
+    pub particles: usize,
+    /// State dimension.
+    pub dim: usize,
+    /// Mixture components.
+    pub components: usize,
+    /// Observation dimension.
+    pub obs_dim: usize,
+    /// Offset added to y.
+    pub y_offset: f64,
+    /// Diffusion-time steps.
+    pub steps: usize,
+    /// The forward SDE.
+    pub sde: SdeInfo,
+    /// Prior kernel.
+    pub kernel: String,
+    /// Intermediate targets.
+    pub targets: String,
+    /// Guidance scale λ.
+    pub guidance: f64,
+    /// ρ² as given, or `"auto"`.
+    pub prior_scale: PriorScale,
+    /// Slicing directions.
+    pub directions: usize,
+    /// Seed.
+    pub seed: u64,
+    /// One record per run.
+    pub runs: Vec<RunRecord>,
+    /// Runs where the resampler reported non-convergence at some step.
+    pub non_converged_runs: usize,
+    /// Mean, sd and count of each metric over the runs.
+    pub summary: InverseGmSummary,
+}
+
+/// The forward SDE of the diffusion prior.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct SdeInfo {
+    /// `"vp"`.
+    pub kind: &'static str,
+    /// β at t = 0.
+    pub beta_min: f64,
+    /// β at t = T.
+    pub beta_max: f64,
+    /// T.
+    pub t_max: f64,
+}
+
+/// `--prior-scale` as given, or the string `"auto"`.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(untagged)]
+pub enum PriorScale {
+    /// Given on the command line.
+    Given(f64),
+    /// `"auto"`: the prior's mean per-coordinate variance, per run (see the runs).
+    Auto(&'static str),
+}
+
+/// One run of `experiment inverse-gm`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    /// Run index.
+    pub run: usize,
+    /// Sliced W1 of the SMC sampler to exact posterior draws.
+    pub swd: f64,
+    /// The same for importance sampling from the prior.
+    pub swd_importance: f64,
+    /// The same for the guided sampler with weights ignored.
+    pub swd_guided_unweighted: f64,
+    /// Exact against exact (the Monte Carlo floor).
+    pub swd_exact_floor: f64,
+    /// Squared error of the weighted mean.
+    pub mean_sq_error: f64,
+    /// The same for importance sampling.
+    pub mean_sq_error_importance: f64,
+    /// The same for the unweighted guided sampler.
+    pub mean_sq_error_guided_unweighted: f64,
+    /// Exact log p(y).
+    pub log_evidence: f64,
+    /// The sampler's estimate.
+    pub log_evidence_estimate: f64,
+    /// ESS after the last step.
+    pub final_ess: f64,
+    /// ESS of the importance sample.
+    pub importance_ess: f64,
+    /// Steps with resampling.
+    pub resampling_steps: usize,
+    /// Steps where the resampler did not converge.
+    pub resampler_non_converged_steps: usize,
+    /// ρ² used.
+    pub prior_scale: f64,
+    /// Wall time of the sampler.
+    pub smc_seconds: f64,
+}
+
+/// Summaries over the runs of `experiment inverse-gm`.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct InverseGmSummary {
+    /// Of `swd`.
+    pub swd: Summary,
+    /// Of `swd_importance`.
+    pub swd_importance: Summary,
+    /// Of `swd_guided_unweighted`.
+    pub swd_guided_unweighted: Summary,
+    /// Of `swd_exact_floor`.
+    pub swd_exact_floor: Summary,
+    /// Of `mean_sq_error`.
+    pub mean_sq_error: Summary,
+    /// Of `mean_sq_error_importance`.
+    pub mean_sq_error_importance: Summary,
+    /// Of `mean_sq_error_guided_unweighted`.
+    pub mean_sq_error_guided_unweighted: Summary,
+    /// Of `log_evidence_estimate − log_evidence`.
+    pub log_evidence_error: Summary,
+    /// Of `final_ess`.
+    pub final_ess: Summary,
+    /// Of `importance_ess`.
+    pub importance_ess: Summary,
+    /// Of `resampling_steps`.
+    pub resampling_steps: Summary,
+    /// Of `smc_seconds`.
+    pub smc_seconds: Summary,
 }
 
 /// The `inverse-gm` command: runs, prints the comparison table, writes the JSON.
@@ -243,8 +382,7 @@ pub fn command(
     let pb = progress::bar(s.runs as u64, "inverse-gm runs", quiet);
     let v = run(s, &pb)?;
     pb.finish_and_clear();
-    let sm = &v["summary"];
-    let f = |k: &str, q: &str| sm[k][q].as_f64().unwrap_or(f64::NAN);
+    let sm = &v.summary;
     println!(
         "inverse-gm  d={} c={} k={} y_offset={}  N={}  M={}  resampler {}  trigger {}  targets {}  kernel {}  guidance {}  runs={}",
         s.dim,
@@ -265,46 +403,41 @@ pub fn command(
         "method", "  SWD to exact", "  squared error of mean"
     );
     for (name, swd, mse) in [
-        ("SMC, diffusion prior (weighted)", "swd", "mean_sq_error"),
+        ("SMC, diffusion prior (weighted)", sm.swd, sm.mean_sq_error),
         (
             "importance sampling from the prior",
-            "swd_importance",
-            "mean_sq_error_importance",
+            sm.swd_importance,
+            sm.mean_sq_error_importance,
         ),
         (
             "guided, weights ignored",
-            "swd_guided_unweighted",
-            "mean_sq_error_guided_unweighted",
+            sm.swd_guided_unweighted,
+            sm.mean_sq_error_guided_unweighted,
         ),
     ] {
         println!(
             "  {name:<34} {:>8.4} ± {:<8.4}  {:>10.5} ± {:<8.5}",
-            f(swd, "mean"),
-            f(swd, "std"),
-            f(mse, "mean"),
-            f(mse, "std"),
+            swd.mean, swd.std, mse.mean, mse.std,
         );
     }
     println!(
         "  {:<34} {:>8.4} ± {:<8.4}",
-        "exact vs exact (Monte Carlo floor)",
-        f("swd_exact_floor", "mean"),
-        f("swd_exact_floor", "std")
+        "exact vs exact (Monte Carlo floor)", sm.swd_exact_floor.mean, sm.swd_exact_floor.std
     );
     println!(
         "  log p(y) estimate − exact {:+.4} ± {:.4}; resampled at {:.1} of {} steps; final ESS {:.0}; importance ESS {:.0}; SMC {:.3} s per run",
-        f("log_evidence_error", "mean"),
-        f("log_evidence_error", "std"),
-        f("resampling_steps", "mean"),
+        sm.log_evidence_error.mean,
+        sm.log_evidence_error.std,
+        sm.resampling_steps.mean,
         s.steps,
-        f("final_ess", "mean"),
-        f("importance_ess", "mean"),
-        f("smc_seconds", "mean"),
+        sm.final_ess.mean,
+        sm.importance_ess.mean,
+        sm.smc_seconds.mean,
     );
-    if v["non_converged_runs"].as_u64().unwrap_or(0) > 0 {
+    if v.non_converged_runs > 0 {
         eprintln!(
-            "warning: the resampler did not converge in {} runs",
-            v["non_converged_runs"]
+            "warning: the resampler did not converge at some step in {} of {} runs",
+            v.non_converged_runs, s.runs
         );
     }
     if let Some(p) = json_path {
@@ -433,8 +566,9 @@ mod tests {
     #[test]
     fn json_has_the_fields_plot_and_summary_need() {
         let pb = indicatif::ProgressBar::hidden();
-        let v = run(&settings(), &pb).unwrap();
+        let v = serde_json::to_value(run(&settings(), &pb).unwrap()).unwrap();
         assert_eq!(v["experiment"], "inverse-gm");
+        assert_eq!(v["prior_scale"], "auto");
         assert_eq!(v["runs"].as_array().unwrap().len(), 2);
         for r in v["runs"].as_array().unwrap() {
             assert!(r["swd"].as_f64().unwrap().is_finite());
@@ -454,7 +588,7 @@ mod tests {
             assert!(v["summary"][k]["std"].as_f64().unwrap().is_finite(), "{k}");
         }
         // Same seed, same numbers (all but the wall time).
-        let again = run(&settings(), &pb).unwrap();
+        let again = serde_json::to_value(run(&settings(), &pb).unwrap()).unwrap();
         for k in [
             "swd",
             "swd_importance",
@@ -490,5 +624,35 @@ mod tests {
         };
         assert!(matches!(run(&s, &pb), Err(CliError::Engine(_))));
         assert_eq!(trigger_name(Trigger::EssBelow(0.25)), "ess:0.25");
+    }
+
+    /// The sampler refuses resamplers that move particles (docs/diffusion-prior.md): the
+    /// experiment fails with the engine's typed error, whose message says what to use.
+    #[test]
+    fn moving_resamplers_are_refused_with_the_reason() {
+        let pb = indicatif::ProgressBar::hidden();
+        for spec in [
+            "diffusion:T=2,K=8,integrator=jentzen-kloeden,sde",
+            "ot:eps=0.4",
+            "gumbel",
+        ] {
+            let s = InverseGmSettings {
+                resampler: spec.parse().unwrap(),
+                ..settings()
+            };
+            let err = run(&s, &pb).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    CliError::Engine(diffsmc::SmcError::IncompatibleResampler { .. })
+                ),
+                "{spec}: {err:?}"
+            );
+            let msg = err.to_string();
+            assert!(
+                msg.contains("moves particles") && msg.contains("systematic"),
+                "{msg}"
+            );
+        }
     }
 }

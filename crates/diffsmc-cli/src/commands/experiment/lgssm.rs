@@ -6,11 +6,11 @@ use diffsmc::rng::derive_seed;
 use diffsmc::{Bootstrap, ResamplerSpec, Smc, SmcConfig, SmcOutput};
 use diffsmc_lgssm::{Lgssm, PaperParams};
 use nalgebra::{DMatrix, DVector};
-use serde_json::json;
+use serde::Serialize;
 
 use crate::support::error::CliError;
 use crate::support::optimise::{OptimSettings, OptimizerKind, admissible, minimise};
-use crate::support::output::{num, summary};
+use crate::support::output::{Summary, summary};
 use std::path::PathBuf;
 
 use crate::support::{output, plot, progress};
@@ -197,7 +197,7 @@ pub fn one_run(s: &LgssmSettings, run: usize, keep_landscape: bool) -> Result<Ru
 pub fn run(
     s: &LgssmSettings,
     pb: &indicatif::ProgressBar,
-) -> Result<(serde_json::Value, Option<Landscapes>), CliError> {
+) -> Result<(LgssmReport, Option<Landscapes>), CliError> {
     if s.runs == 0 {
         return Err(CliError::flag("runs", "must be at least 1"));
     }
@@ -224,48 +224,129 @@ pub fn run(
             pe.push(r.param_error);
         }
         non_converged += r.non_converged;
-        runs.push(json!({
-            "run": k,
-            "loss_error": num(r.loss_error),
-            "filtering_kl": num(r.filtering_kl),
-            "filtering_kl2": num(2.0 * r.filtering_kl),
-            "theta_hat": r.theta_hat,
-            "converged": r.converged,
-            "param_error": num(r.param_error),
-            "success": r.success,
-        }));
+        runs.push(LgssmRunRecord {
+            run: k,
+            loss_error: r.loss_error,
+            filtering_kl: r.filtering_kl,
+            filtering_kl2: 2.0 * r.filtering_kl,
+            theta_hat: r.theta_hat,
+            converged: r.converged,
+            param_error: r.param_error,
+            success: r.success,
+        });
         if k == 0 {
             landscape = r.landscapes;
         }
     }
     let kl2: Vec<f64> = kl.iter().map(|v| 2.0 * v).collect();
-    let v = json!({
-        "experiment": "lgssm",
-        "resampler": s.resampler.to_string(),
-        "particles": s.particles,
-        "grid": s.grid,
-        "dim": s.dim,
-        "theta": THETA,
-        "steps": STEPS,
-        "seed": s.seed,
-        "runs": runs,
-        "resampler_non_converged_steps": non_converged,
-        "summary": {
-            "loss_error": summary(&le),
-            "filtering_kl": summary(&kl),
-            "filtering_kl2": summary(&kl2),
-            "param_error_successful": summary(&pe),
-            "successes": successes,
-            "runs": s.runs,
+    let v = LgssmReport {
+        experiment: "lgssm",
+        resampler: s.resampler.to_string(),
+        particles: s.particles,
+        grid: s.grid,
+        dim: s.dim,
+        theta: THETA,
+        steps: STEPS,
+        seed: s.seed,
+        runs,
+        resampler_non_converged_steps: non_converged,
+        summary: LgssmSummary {
+            loss_error: summary(&le),
+            filtering_kl: summary(&kl),
+            filtering_kl2: summary(&kl2),
+            param_error_successful: summary(&pe),
+            successes,
+            runs: s.runs,
         },
-        "landscape_run0": landscape.as_ref().map(|(k, p)| json!({
-            "theta1": axis(THETA[0], s.grid),
-            "theta2": axis(THETA[1], s.grid),
-            "kalman_nll": k,
-            "pf_nll": p,
-        })),
-    });
+        landscape_run0: landscape.as_ref().map(|(k, p)| LandscapeRecord {
+            theta1: axis(THETA[0], s.grid),
+            theta2: axis(THETA[1], s.grid),
+            kalman_nll: k.clone(),
+            pf_nll: p.clone(),
+        }),
+    };
     Ok((v, landscape))
+}
+
+/// The JSON report of `experiment lgssm` (keys in docs/cli.md; non-finite numbers are
+/// written as `null`).
+#[derive(Debug, Clone, Serialize)]
+pub struct LgssmReport {
+    /// `"lgssm"`.
+    pub experiment: &'static str,
+    /// The resampler spec, every knob printed.
+    pub resampler: String,
+    /// Particles.
+    pub particles: usize,
+    /// Landscape grid points per axis.
+    pub grid: usize,
+    /// State dimension.
+    pub dim: usize,
+    /// The true θ.
+    pub theta: [f64; 2],
+    /// Observations per run.
+    pub steps: usize,
+    /// Seed.
+    pub seed: u64,
+    /// One record per run.
+    pub runs: Vec<LgssmRunRecord>,
+    /// Resampling steps, over all runs and grid points, where the resampler did not converge.
+    pub resampler_non_converged_steps: usize,
+    /// Summaries over the runs.
+    pub summary: LgssmSummary,
+    /// Run 0's Kalman and PF NLL surfaces (`null` without a grid).
+    pub landscape_run0: Option<LandscapeRecord>,
+}
+
+/// One run of `experiment lgssm`.
+#[derive(Debug, Clone, Serialize)]
+pub struct LgssmRunRecord {
+    /// Run index.
+    pub run: usize,
+    /// RMS difference of the PF and Kalman NLL over the grid.
+    pub loss_error: f64,
+    /// Mean filtering KL.
+    pub filtering_kl: f64,
+    /// 2 · `filtering_kl` (the other convention).
+    pub filtering_kl2: f64,
+    /// The L-BFGS estimate.
+    pub theta_hat: Vec<f64>,
+    /// Whether L-BFGS converged.
+    pub converged: bool,
+    /// |θ̂ − θ|.
+    pub param_error: f64,
+    /// Converged, moved from the start and |θ̂ − θ| < 1.9.
+    pub success: bool,
+}
+
+/// Summaries over the runs of `experiment lgssm`.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct LgssmSummary {
+    /// Of `loss_error`.
+    pub loss_error: Summary,
+    /// Of `filtering_kl`.
+    pub filtering_kl: Summary,
+    /// Of `filtering_kl2`.
+    pub filtering_kl2: Summary,
+    /// Of `param_error` over the successful runs.
+    pub param_error_successful: Summary,
+    /// Successful runs.
+    pub successes: usize,
+    /// Runs.
+    pub runs: usize,
+}
+
+/// The loss landscapes of run 0 (rows: θ1, columns: θ2).
+#[derive(Debug, Clone, Serialize)]
+pub struct LandscapeRecord {
+    /// θ1 grid.
+    pub theta1: Vec<f64>,
+    /// θ2 grid.
+    pub theta2: Vec<f64>,
+    /// Kalman NLL at every grid point.
+    pub kalman_nll: Vec<Vec<f64>>,
+    /// PF NLL at every grid point (same seed everywhere).
+    pub pf_nll: Vec<Vec<f64>>,
 }
 
 /// The flags of `diffsmc experiment lgssm` (see its `--help`).
@@ -334,34 +415,28 @@ pub fn execute(args: &Args, force: bool, quiet: bool) -> Result<(), CliError> {
     let pb = progress::bar(runs as u64, "lgssm runs", quiet);
     let (v, landscape) = run(&settings, &pb)?;
     pb.finish_and_clear();
-    let sm = &v["summary"];
-    let f = |k: &str, q: &str| sm[k][q].as_f64().unwrap_or(f64::NAN);
+    let sm = &v.summary;
     println!(
         "lgssm  resampler {}  N={}  runs={}  grid={}",
         settings.resampler, particles, runs, grid
     );
     println!(
         "  loss_error     {:.4} ± {:.4}",
-        f("loss_error", "mean"),
-        f("loss_error", "std")
+        sm.loss_error.mean, sm.loss_error.std
     );
     println!(
         "  filtering_kl   {:.5} ± {:.5}  (2·KL {:.5})",
-        f("filtering_kl", "mean"),
-        f("filtering_kl", "std"),
-        f("filtering_kl2", "mean")
+        sm.filtering_kl.mean, sm.filtering_kl.std, sm.filtering_kl2.mean
     );
     println!(
         "  param_error    {:.4} ± {:.4} over {} successful runs of {}",
-        f("param_error_successful", "mean"),
-        f("param_error_successful", "std"),
-        sm["successes"],
-        runs
+        sm.param_error_successful.mean, sm.param_error_successful.std, sm.successes, runs
     );
-    if v["resampler_non_converged_steps"].as_u64().unwrap_or(0) > 0 {
+    if v.resampler_non_converged_steps > 0 {
         eprintln!(
-            "warning: the resampler did not converge at {} steps",
-            v["resampler_non_converged_steps"]
+            "warning: the resampler did not converge at {} resampling steps (over all runs and \
+             grid points): raise its iteration cap or ε",
+            v.resampler_non_converged_steps
         );
     }
     if let Some(p) = &json {
