@@ -19,7 +19,8 @@ use diffsmc::resample::{
 use diffsmc::smc::log_sum_exp_and_ess;
 use diffsmc::smc::step::{move_key, move_particle, resample_key};
 use diffsmc::{
-    FeynmanKac, Particles, ResamplerSpec, SmcError, Trigger, weighted_mean_cov, weights_f64,
+    FeynmanKac, Particles, ResamplerSpec, SmcConfig, SmcError, Trigger, weighted_mean_cov,
+    weights_f64,
 };
 
 use crate::comm::Communicator;
@@ -85,61 +86,53 @@ impl DistResampler {
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct DistConfig {
-    n_particles: usize,
-    trigger: Trigger,
-    filter_moments: bool,
-    parallel_min_particles: usize,
+    /// The single-process knobs it shares (history is not supported and stays off).
+    smc: SmcConfig,
 }
 
 impl DistConfig {
     /// `n_particles ≥ 1` in total (over all ranks), resampling at every step.
     pub fn new(n_particles: usize) -> Result<Self> {
-        if n_particles == 0 {
-            return Err(SmcError::invalid("particles", n_particles, "at least 1").into());
-        }
         Ok(DistConfig {
-            n_particles,
-            trigger: Trigger::Always,
-            filter_moments: false,
-            parallel_min_particles: 4096,
+            smc: SmcConfig::new(n_particles)?,
         })
     }
     /// Sets the resampling trigger (validated).
-    pub fn with_trigger(mut self, trigger: Trigger) -> Result<Self> {
-        if let Trigger::EssBelow(f) = trigger {
-            Trigger::ess_below(f)?;
-        }
-        self.trigger = trigger;
-        Ok(self)
+    pub fn with_trigger(self, trigger: Trigger) -> Result<Self> {
+        Ok(DistConfig {
+            smc: self.smc.with_trigger(trigger)?,
+        })
     }
     /// Records the filtering mean and covariance at every step on rank 0. They are computed
     /// there from all `N` particles gathered at every step (`8 N d` bytes to rank 0), so they
     /// are bit-identical to the single-process run's; off by default.
-    pub fn with_filter_moments(mut self, yes: bool) -> Self {
-        self.filter_moments = yes;
-        self
+    pub fn with_filter_moments(self, yes: bool) -> Self {
+        DistConfig {
+            smc: self.smc.with_filter_moments(yes),
+        }
     }
     /// A rank moves its particles on rayon threads when it holds at least this many (results
     /// do not depend on it). Default 4096.
-    pub fn with_parallel_min_particles(mut self, n: usize) -> Self {
-        self.parallel_min_particles = n.max(1);
-        self
+    pub fn with_parallel_min_particles(self, n: usize) -> Self {
+        DistConfig {
+            smc: self.smc.with_parallel_min_particles(n),
+        }
     }
     /// Total number of particles.
     pub fn n_particles(&self) -> usize {
-        self.n_particles
+        self.smc.n_particles()
     }
     /// The trigger.
     pub fn trigger(&self) -> Trigger {
-        self.trigger
+        self.smc.trigger()
     }
     /// The particle count from which a rank moves its particles on rayon threads.
     pub fn parallel_min_particles(&self) -> usize {
-        self.parallel_min_particles
+        self.smc.parallel_min_particles()
     }
     /// Whether rank 0 records filtering moments.
     pub fn filter_moments(&self) -> bool {
-        self.filter_moments
+        self.smc.filter_moments()
     }
 }
 
@@ -345,7 +338,7 @@ where
     C: Communicator + ?Sized,
     M: FeynmanKac<f64> + ?Sized,
 {
-    let n = config.n_particles;
+    let n = config.n_particles();
     let d = model.dim();
     let steps = model.n_steps();
     if steps == 0 {
@@ -362,10 +355,10 @@ where
     // The largest message: all N log-weights (all-gather) or the N·d particle values that the
     // moments gather to rank 0; a block of ancestors is at most its N/K·d values.
     check_message("the all-gather of log-weights", n)?;
-    if config.filter_moments {
+    if config.filter_moments() {
         check_message("the gather of particles for the moments", n * d)?;
     }
-    let parallel = nl >= config.parallel_min_particles;
+    let parallel = nl >= config.parallel_min_particles();
     let ln_n = (n as f64).ln();
 
     let mut cur = Particles::<f64>::zeros(nl, d);
@@ -393,7 +386,7 @@ where
         let mut resampled = false;
         let mut received = 0;
         if t > 0 {
-            if config.trigger.fires(cur_ess, n) {
+            if config.trigger().fires(cur_ess, n) {
                 // What `index_resample` does on one process, on the gathered weights.
                 let w = weights_f64(&lw_full);
                 if w.iter().any(|v| !v.is_finite()) {
@@ -435,7 +428,7 @@ where
         out_res.push(resampled);
         out_recv.push(received);
         // A collective: every rank calls it when the moments are on.
-        if config.filter_moments
+        if config.filter_moments()
             && let Some(all) = comm.gather_v(0, cur.as_slice())
         {
             let p = Particles::from_vec(n, d, all)?;

@@ -149,6 +149,14 @@ impl SmcConfig {
     pub fn trigger(&self) -> Trigger {
         self.trigger
     }
+    /// Whether the run records filtering moments.
+    pub fn filter_moments(&self) -> bool {
+        self.filter_moments
+    }
+    /// The particle count from which propagation and weighting run on rayon threads.
+    pub fn parallel_min_particles(&self) -> usize {
+        self.parallel_min_particles
+    }
 }
 
 /// What an SMC run produced.
