@@ -123,9 +123,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
             // Lion's momentum m ← β₂ m + (1 − β₂) g keeps the spike's share above the typical
             // gradient for as long as 0.99^j · 0.01 · n > med.
             let j = ((med / (0.01 * n)).ln() / 0.99f64.ln()).max(0.0);
-            println!(
-                "  Lion momentum (β₂ = 0.99) is dominated by it for about {j:.0} iterations"
-            );
+            println!("  Lion momentum (β₂ = 0.99) is dominated by it for about {j:.0} iterations");
             let later: Vec<String> = [it + 1, it + 10, it + 50, it + 100, it + 200]
                 .iter()
                 .filter(|&&i| i < losses.len())
