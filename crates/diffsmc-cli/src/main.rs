@@ -83,6 +83,21 @@ enum BenchCommand {
     ///
     /// Example: diffsmc bench resample --resampler diffusion:K=4 --particles 8192 --dim 8
     Resample(bench::ResampleArgs),
+    /// Median time of one training step of `experiment lotka-volterra` (N = 64, 226
+    /// parameters, reverse-mode gradient, Lion update).
+    ///
+    /// Example: diffsmc bench train --model lotka-volterra --json train.json
+    Train(bench::TrainArgs),
+    /// Resampling time against N: diffusion (one series per K) and OT (one per ε), the
+    /// paper's Figure 1; `diffsmc plot` draws the JSON.
+    ///
+    /// Example: diffsmc bench timing --particles 256,512,1024 --json timing.json
+    Timing(bench::TimingArgs),
+    /// The machine's exp throughput on one thread: the engine's vectorised kernel and the C
+    /// library's `exp`.
+    ///
+    /// Example: diffsmc bench exp --json exp.json
+    Exp(bench::ExpArgs),
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
@@ -99,6 +114,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Bench(BenchCommand::Grad(a)) => bench::grad_command(&a, force, quiet),
         Command::Bench(BenchCommand::Filter(a)) => bench::filter_command(&a, force, quiet),
         Command::Bench(BenchCommand::Resample(a)) => bench::resample_command(&a, force, quiet),
+        Command::Bench(BenchCommand::Train(a)) => bench::train_command(&a, force, quiet),
+        Command::Bench(BenchCommand::Timing(a)) => bench::timing_command(&a, force, quiet),
+        Command::Bench(BenchCommand::Exp(a)) => bench::exp_command(&a, force, quiet),
     }
 }
 

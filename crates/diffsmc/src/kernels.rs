@@ -10,7 +10,8 @@
 //! Users: the diffusion resampler's lane kernels (`resample::diffusion`, including the AVX-512
 //! version, which repeats [`exp_nonpos`] in vector intrinsics with the same operations and
 //! the same [`EXP_C`] table) and the entropic-OT resampler's `f64` Sinkhorn passes
-//! (`resample::ot`). Crate-internal.
+//! (`resample::ot`), and the particle filter's normaliser and weights
+//! ([`exp_shifted_sums`], public). Otherwise crate-internal.
 
 /// Chunk width of the vectorised loops (`f64` lanes processed together).
 pub(crate) const CH: usize = 8;
@@ -145,6 +146,93 @@ pub(crate) fn lane_sum(v: &[f64]) -> f64 {
     hsum(&s)
 }
 
+/// `v[i] ← exp(v[i] − m)` for every `i`, and the sums `(Σ v[i], Σ v[i]²)` of the results:
+/// the exponentials of the particle filter's normaliser and of [`crate::weights_f64`].
+///
+/// `m` must be at least every `v[i]` (a maximum; small positive excursions up to 709 are
+/// fine); `-inf` entries give 0 and results below `exp(−708)` are flushed to 0. The
+/// exponential is a branch-free Cody–Waite reduction and a degree-12 polynomial (relative
+/// error < 1e-15 against `f64::exp`), the sums run in 8 lane accumulators added by a fixed
+/// tree, so the result depends on nothing but `v` and `m`. On x86-64 the loop runs compiled
+/// for AVX-512 or AVX2 when the CPU has them; every operation is the same IEEE operation (no
+/// fused multiply-adds), so the bits are the same on every CPU.
+///
+/// ```
+/// let mut v = vec![0.0, -1.0, f64::NEG_INFINITY];
+/// let (s1, s2) = diffsmc::exp_shifted_sums(&mut v, 0.0);
+/// assert!((v[1] - (-1f64).exp()).abs() < 1e-15 && v[2] == 0.0);
+/// assert!((s1 - (1.0 + (-1f64).exp())).abs() < 1e-15);
+/// assert!((s2 - (1.0 + (-2f64).exp())).abs() < 1e-15);
+/// ```
+pub fn exp_shifted_sums(v: &mut [f64], m: f64) -> (f64, f64) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            #[target_feature(enable = "avx512f")]
+            #[allow(unsafe_code)]
+            unsafe fn avx512(v: &mut [f64], m: f64) -> (f64, f64) {
+                exp_shifted_sums_impl(v, m)
+            }
+            // SAFETY: AVX-512F was detected at run time just above.
+            #[allow(unsafe_code)]
+            return unsafe { avx512(v, m) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            #[target_feature(enable = "avx2")]
+            #[allow(unsafe_code)]
+            unsafe fn avx2(v: &mut [f64], m: f64) -> (f64, f64) {
+                exp_shifted_sums_impl(v, m)
+            }
+            // SAFETY: AVX2 was detected at run time just above.
+            #[allow(unsafe_code)]
+            return unsafe { avx2(v, m) };
+        }
+    }
+    exp_shifted_sums_impl(v, m)
+}
+
+#[inline(always)]
+fn exp_shifted_sums_impl(v: &mut [f64], m: f64) -> (f64, f64) {
+    let mut s1 = [0.0; CH];
+    let mut s2 = [0.0; CH];
+    let full = v.len() / CH * CH;
+    let (head, tail) = v.split_at_mut(full);
+    for vc in head.chunks_exact_mut(CH) {
+        for c in 0..CH {
+            let e = exp_nonpos::<Plain>(vc[c] - m);
+            vc[c] = e;
+            s1[c] += e;
+            s2[c] += e * e;
+        }
+    }
+    for (c, x) in tail.iter_mut().enumerate() {
+        let e = exp_nonpos::<Plain>(*x - m);
+        *x = e;
+        s1[c] += e;
+        s2[c] += e * e;
+    }
+    (hsum(&s1), hsum(&s2))
+}
+
+/// The maximum of `v` and whether any entry is NaN, in one pass of [`CH`] lanes.
+#[inline]
+pub(crate) fn max_and_nan(v: &[f64]) -> (f64, bool) {
+    let mut m = [f64::NEG_INFINITY; CH];
+    let mut nan = [false; CH];
+    let full = v.len() / CH * CH;
+    for vc in v[..full].chunks_exact(CH) {
+        for c in 0..CH {
+            m[c] = if vc[c] > m[c] { vc[c] } else { m[c] };
+            nan[c] |= vc[c].is_nan();
+        }
+    }
+    for (c, &x) in v[full..].iter().enumerate() {
+        m[c] = if x > m[c] { x } else { m[c] };
+        nan[c] |= x.is_nan();
+    }
+    (hmax(&m), nan.iter().any(|&b| b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,6 +263,33 @@ mod tests {
         // Small positive excursions (rounding of a subtracted maximum) stay accurate.
         let e = exp_nonpos::<Plain>(1e-12);
         assert!((e - 1e-12_f64.exp()).abs() < 1e-15);
+    }
+
+    /// Exponentials and sums against `f64::exp` and plain loops, for every tail length; the
+    /// bound 1e-14 allows the 1e-15 of [`exp_nonpos`] plus reassociated sums of ≤ 43 terms.
+    #[test]
+    fn shifted_exponentials_and_their_sums() {
+        for n in [0usize, 1, 7, 8, 9, 23, 43] {
+            let v: Vec<f64> = (0..n).map(|i| -(((i * 13) % 17) as f64) * 0.7).collect();
+            let (m, nan) = max_and_nan(&v);
+            assert!(!nan);
+            let want_m = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            assert_eq!(m, want_m);
+            let mut out = v.clone();
+            let (s1, s2) = exp_shifted_sums(&mut out, m);
+            for (o, x) in out.iter().zip(&v) {
+                assert!((o - (x - m).exp()).abs() <= 1e-15 * (x - m).exp());
+            }
+            let w1: f64 = v.iter().map(|x| (x - m).exp()).sum();
+            let w2: f64 = v.iter().map(|x| (2.0 * (x - m)).exp()).sum();
+            assert!((s1 - w1).abs() <= 1e-14 * w1.max(1e-300));
+            assert!((s2 - w2).abs() <= 1e-14 * w2.max(1e-300));
+        }
+        let (_, nan) = max_and_nan(&[0.0, f64::NAN, 1.0]);
+        assert!(nan);
+        let mut out = [f64::NEG_INFINITY, 0.0];
+        let (s1, _) = exp_shifted_sums(&mut out, 0.0);
+        assert_eq!((out, s1), ([0.0, 1.0], 1.0));
     }
 
     #[test]

@@ -57,9 +57,11 @@ pub mod testing;
 pub use error::{Result, SmcError};
 pub use filter::{Auxiliary, Guided, LookAhead, Proposal};
 pub use kalman::{KalmanOutput, LinearGaussian, RtsOutput};
+pub use kernels::exp_shifted_sums;
 pub use model::{Bootstrap, FeynmanKac, StateSpaceModel};
 pub use particles::{
     Particles, ess, normalise_log_weights, weighted_mean, weighted_mean_cov, weights_f64,
+    weights_f64_into,
 };
 pub use resample::{DiffusionConfig, DiffusionResampler, ResampleInfo, Resampler, ResamplerSpec};
 pub use samplers::{

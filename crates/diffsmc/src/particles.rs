@@ -136,17 +136,40 @@ pub fn ess<S: Scalar>(log_w: &[S]) -> f64 {
 }
 
 /// Normalised weights `exp(log_w)` as `f64` values (value part).
+///
+/// ```
+/// let w = diffsmc::weights_f64(&[0.0_f64, 2f64.ln(), f64::NEG_INFINITY]);
+/// assert!((w[0] - 1.0 / 3.0).abs() < 1e-15 && (w[1] - 2.0 / 3.0).abs() < 1e-15);
+/// assert_eq!(w[2], 0.0);
+/// // A NaN or +inf log-weight, or all -inf, gives non-finite weights (callers check).
+/// assert!(diffsmc::weights_f64(&[0.0, f64::NAN]).iter().all(|v| v.is_nan()));
+/// ```
 pub fn weights_f64<S: Scalar>(log_w: &[S]) -> Vec<f64> {
-    let m = log_w
-        .iter()
-        .map(|w| w.re())
-        .fold(f64::NEG_INFINITY, f64::max);
-    let mut w: Vec<f64> = log_w.iter().map(|x| (x.re() - m).exp()).collect();
-    let s: f64 = w.iter().sum();
-    for v in &mut w {
+    let mut w = Vec::with_capacity(log_w.len());
+    weights_f64_into(log_w, &mut w);
+    w
+}
+
+/// [`weights_f64`] into a reusable buffer (cleared and refilled; no allocation once it has
+/// the capacity). The exponentials are the vectorised kernel of the resamplers (relative
+/// error < 1e-15 against `f64::exp`), summed in a fixed lane order, so the weights are the
+/// same bits on every thread count and CPU.
+pub fn weights_f64_into<S: Scalar>(log_w: &[S], w: &mut Vec<f64>) {
+    w.clear();
+    w.extend(log_w.iter().map(|x| x.re()));
+    let (m, nan) = crate::kernels::max_and_nan(w);
+    if nan || !m.is_finite() {
+        // NaN, +inf, or all -inf: the plain formula, whose weights are all non-finite.
+        let s: f64 = w.iter().map(|x| (x - m).exp()).sum();
+        for v in w.iter_mut() {
+            *v = (*v - m).exp() / s;
+        }
+        return;
+    }
+    let (s, _) = crate::kernels::exp_shifted_sums(w, m);
+    for v in w.iter_mut() {
         *v /= s;
     }
-    w
 }
 
 /// Weighted mean of particles with normalised log-weights.

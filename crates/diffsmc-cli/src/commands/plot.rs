@@ -14,7 +14,8 @@ use crate::support::plot::{Chart, Series, Style, draw_grid, draw_heatmaps, lands
     after_help = "Examples:\n  diffsmc plot gm-multinomial.json gm-diffusion.json --out gm.svg\n  diffsmc plot lgssm.json --out landscape.svg\n  diffsmc plot lv-diffusion.json lv-ot.json --out traces.svg"
 )]
 pub struct PlotArgs {
-    /// JSON files written by `diffsmc experiment …` or `diffsmc fit`; files of the same kind
+    /// JSON files written by `diffsmc experiment …`, `diffsmc fit` or `diffsmc bench timing`;
+    /// files of the same kind
     /// are overlaid, one series per file (labelled by resampler).
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
@@ -38,6 +39,8 @@ fn load(path: &Path) -> Result<Value, CliError> {
 fn kind(v: &Value) -> &str {
     if v.get("samples").is_some() && v.get("summary").is_some() {
         "posterior"
+    } else if v["bench"].as_str() == Some("timing") {
+        "timing"
     } else if let Some(k) = v["experiment"].as_str() {
         k
     } else if v.get("theta_hat").is_some() && v.get("loss_trace").is_some() {
@@ -242,6 +245,51 @@ pub fn plot(args: &PlotArgs, force: bool) -> Result<(), CliError> {
                 title: "Loss per iteration".into(),
                 x_label: "iteration".into(),
                 y_label: "negative log-likelihood".into(),
+                series,
+                bands: vec![],
+                log_y: false,
+            }
+            .draw_svg(&args.out)
+        }
+        "timing" => {
+            // One series per resampler of every file, coloured diffusion first, then OT.
+            let mut series = Vec::new();
+            for (_, v) in &docs {
+                for s in v["series"].as_array().into_iter().flatten() {
+                    // `diffusion:K=8` prints as `diffusion` (K = 8 is the default): label
+                    // by family and parameter instead of the spec.
+                    let name = match s["family"].as_str() {
+                        Some("diffusion") => format!("diffusion K = {}", f(&s["parameter"])),
+                        Some("ot") => format!("OT ε = {}", f(&s["parameter"])),
+                        _ => s["resampler"].as_str().unwrap_or("?").to_string(),
+                    };
+                    let points = s["points"]
+                        .as_array()
+                        .map(|ps| {
+                            ps.iter()
+                                .map(|p| {
+                                    (f(&p["particles"]).log2(), f(&p["median_seconds"]).log10())
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let color = series.len();
+                    series.push(Series {
+                        name,
+                        points,
+                        style: Style::Line,
+                        color,
+                    });
+                }
+            }
+            let d = &docs[0].1;
+            Chart {
+                title: format!(
+                    "Resampling time, d = {}, {} thread(s): diffusion (K) vs OT (ε)",
+                    d["dim"], d["threads"]
+                ),
+                x_label: "log2 N".into(),
+                y_label: "log10 median seconds per resampling".into(),
                 series,
                 bands: vec![],
                 log_y: false,

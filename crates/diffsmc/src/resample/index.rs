@@ -5,7 +5,7 @@ use rand_distr::{Distribution, Exp1};
 
 use super::{ResampleInfo, Resampler, check_shapes};
 use crate::error::{Result, SmcError};
-use crate::particles::{Particles, weights_f64};
+use crate::particles::{Particles, weights_f64_into};
 use crate::rng::{StreamKey, StreamRng};
 use crate::scalar::Scalar;
 
@@ -294,21 +294,55 @@ pub(crate) fn index_resample<S: Scalar, R: IndexResampler + ?Sized>(
     ancestors: &mut Vec<usize>,
 ) -> Result<()> {
     check_shapes(particles, log_weights, out, out_log_weights)?;
-    let w = weights_f64(log_weights);
-    if w.iter().any(|v| !v.is_finite()) {
-        return Err(SmcError::invalid(
-            "log_weights",
-            "non-finite",
-            "normalised finite log-weights",
-        ));
-    }
-    ancestors.clear();
-    ancestors.resize(out.len(), 0);
-    r.ancestors(&w, key, ancestors);
+    with_weight_scratch(|w| {
+        weights_f64_into(log_weights, w);
+        if w.iter().any(|v| !v.is_finite()) {
+            return Err(SmcError::invalid(
+                "log_weights",
+                "non-finite",
+                "normalised finite log-weights",
+            ));
+        }
+        // `ancestors` fills every entry: only the length matters (no memset per step).
+        ancestors.resize(out.len(), 0);
+        r.ancestors(w, key, ancestors);
+        Ok(())
+    })?;
     copy_by_index(particles, ancestors, out);
     let lw = -(out.len() as f64).ln();
     out_log_weights.fill(S::cst(lw));
     Ok(())
+}
+
+thread_local! {
+    /// Per-thread buffers of [`index_resample`] (normalised weights, ancestors), so that a
+    /// filter's resampling steps allocate nothing after the first.
+    static SCRATCH: std::cell::RefCell<(Vec<f64>, Vec<usize>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// `f` with this thread's weight buffer (a fresh one if it is in use further up the stack,
+/// e.g. by an [`IndexResampler`] that resamples inside `ancestors`).
+fn with_weight_scratch<T>(f: impl FnOnce(&mut Vec<f64>) -> T) -> T {
+    SCRATCH.with(|c| match c.try_borrow_mut() {
+        Ok(mut s) => f(&mut s.0),
+        Err(_) => f(&mut Vec::new()),
+    })
+}
+
+/// `f` with this thread's ancestor buffer (as [`with_weight_scratch`]).
+fn with_ancestor_scratch<T>(f: impl FnOnce(&mut Vec<usize>) -> T) -> T {
+    let mut mine = SCRATCH.with(|c| match c.try_borrow_mut() {
+        Ok(mut s) => std::mem::take(&mut s.1),
+        Err(_) => Vec::new(),
+    });
+    let r = f(&mut mine);
+    SCRATCH.with(|c| {
+        if let Ok(mut s) = c.try_borrow_mut() {
+            s.1 = mine;
+        }
+    });
+    r
 }
 
 macro_rules! index_resampler_impl {
@@ -328,8 +362,9 @@ macro_rules! index_resampler_impl {
                 out: &mut Particles<S>,
                 out_log_weights: &mut [S],
             ) -> Result<ResampleInfo> {
-                let mut ancestors = Vec::new();
-                index_resample(self, particles, log_weights, key, out, out_log_weights, &mut ancestors)?;
+                with_ancestor_scratch(|ancestors| {
+                    index_resample(self, particles, log_weights, key, out, out_log_weights, ancestors)
+                })?;
                 Ok(ResampleInfo::RESAMPLED)
             }
             fn resample_with_ancestors(
@@ -393,15 +428,9 @@ impl<S: Scalar> Resampler<S> for StopGradient {
         out: &mut Particles<S>,
         out_log_weights: &mut [S],
     ) -> Result<ResampleInfo> {
-        let mut ancestors = Vec::new();
-        self.resample_into(
-            particles,
-            log_weights,
-            key,
-            out,
-            out_log_weights,
-            &mut ancestors,
-        )
+        with_ancestor_scratch(|ancestors| {
+            self.resample_into(particles, log_weights, key, out, out_log_weights, ancestors)
+        })
     }
     fn resample_with_ancestors(
         &self,
