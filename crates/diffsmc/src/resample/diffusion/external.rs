@@ -374,7 +374,8 @@ mod tests {
         let key = StreamKey::new(1, 0, Purpose::Resample);
         let base = DiffusionNoise::draw(&sde_cfg, 6, 2, key);
         let mut inc = base.increments().to_vec();
-        inc[(1 * 6 + 4) * 2 + 1] += 0.5; // step 1, particle 4, coordinate 1
+        let (step, particle, coord) = (1, 4, 1);
+        inc[(step * 6 + particle) * 2 + coord] += 0.5;
         let bumped = DiffusionNoise::new(6, 2, 3, base.initial().to_vec(), inc).unwrap();
         let run = |c: &DiffusionConfig, nz: &DiffusionNoise| {
             let mut out = Particles::zeros(6, 2);
