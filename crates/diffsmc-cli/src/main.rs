@@ -15,7 +15,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::commands::experiment::ExperimentCommand;
-use crate::commands::{bench, demo, filter, fit, plot as plot_cmd, posterior, sample, smooth};
+use crate::commands::{
+    bench, crosscheck, demo, filter, fit, plot as plot_cmd, posterior, sample, smooth,
+};
 use crate::support::error::CliError;
 
 /// Differentiable sequential Monte Carlo: particle filters whose log-likelihood is
@@ -65,6 +67,10 @@ enum Command {
     /// Bayesian parameter inference: PMMH, particle Gibbs, PMALA or PHMC chains with
     /// convergence diagnostics.
     Posterior(posterior::Args),
+    /// Cross-check resamplers against another implementation on exported instances (see
+    /// docs/crosscheck.md).
+    #[command(subcommand)]
+    Crosscheck(crosscheck::CrosscheckCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -111,6 +117,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Sample(a) => sample::run(&a, force, quiet),
         Command::Posterior(a) => posterior::run(&a, force, quiet),
         Command::Experiment(e) => e.execute(force, quiet),
+        Command::Crosscheck(c) => crosscheck::execute(&c, force),
         Command::Bench(BenchCommand::Grad(a)) => bench::grad_command(&a, force, quiet),
         Command::Bench(BenchCommand::Filter(a)) => bench::filter_command(&a, force, quiet),
         Command::Bench(BenchCommand::Resample(a)) => bench::resample_command(&a, force, quiet),

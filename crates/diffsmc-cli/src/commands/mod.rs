@@ -2,6 +2,7 @@
 //! `Args` and the function that runs it.
 
 pub mod bench;
+pub mod crosscheck;
 pub mod demo;
 pub mod experiment;
 pub mod filter;

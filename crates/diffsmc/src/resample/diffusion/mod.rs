@@ -59,6 +59,7 @@ use crate::rng::{StreamKey, StreamRng, standard_normal};
 use crate::scalar::{Scalar, log_sum_exp};
 use crate::tape::{self, AdjointsMut, CustomOp, Rev};
 
+mod external;
 mod integrate;
 mod lanes;
 mod reference;
@@ -66,6 +67,7 @@ mod reverse;
 #[cfg(test)]
 mod tests;
 
+pub use external::DiffusionNoise;
 use integrate::*;
 use lanes::*;
 use reference::*;
