@@ -6,7 +6,7 @@
 //! the layout of a Flax `reshape((4, 4, 16))`).
 //!
 //! Three evaluation routes share one layer description:
-//! - `f64`: tight loops over contiguous slices (dense rows as 4-accumulator dot products,
+//! - `f64`: tight loops over contiguous slices (dense rows as 8-accumulator dot products,
 //!   the transposed convolution as one small GEMV per input pixel and kernel tap), the
 //!   activations kept in a per-thread work space (allocation-free after the first call);
 //! - the reverse-mode tape scalar [`diffsmc::tape::Rev`]: the whole network is **one**
@@ -561,7 +561,7 @@ impl Net {
                 Layer::Dense { bias, .. } => {
                     let (w, b) = p.split_at(n_in * n_out);
                     for (o, (yo, row)) in y.iter_mut().zip(w.chunks_exact(n_in)).enumerate() {
-                        *yo = dot4(row, x) + if bias { b[o] } else { 0.0 };
+                        *yo = dot8(row, x) + if bias { b[o] } else { 0.0 };
                     }
                 }
                 Layer::Sine { omega } => {
@@ -716,7 +716,7 @@ fn convt_forward(c: &ConvT2d, p: &[f64], x: &[f64], y: &mut [f64]) {
                     let m = &kern[(ky * c.k + kx) * tap..][..tap];
                     let yo = &mut y[(oy * c.w_out + ox) * c.c_out..][..c.c_out];
                     for (v, row) in yo.iter_mut().zip(m.chunks_exact(c.c_in)) {
-                        *v += dot4(row, xp);
+                        *v += dot8(row, xp);
                     }
                 }
             }
@@ -773,23 +773,22 @@ fn convt_backward(c: &ConvT2d, p: &[f64], x: &[f64], gy: &[f64], gx: &mut [f64],
     }
 }
 
-/// `Σ a_i b_i` with four independent accumulators (vectorisable; the summation order is
+/// `Σ a_i b_i` with eight independent accumulators (vectorisable; the summation order is
 /// fixed, so results are bit-reproducible).
 #[inline]
-pub(crate) fn dot4(a: &[f64], b: &[f64]) -> f64 {
+pub(crate) fn dot8(a: &[f64], b: &[f64]) -> f64 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0.0f64; 4];
-    let ca = a.chunks_exact(4);
-    let cb = b.chunks_exact(4);
+    let mut acc = [0.0f64; 8];
+    let ca = a.chunks_exact(8);
+    let cb = b.chunks_exact(8);
     let (ra, rb) = (ca.remainder(), cb.remainder());
     for (x, y) in ca.zip(cb) {
-        acc[0] += x[0] * y[0];
-        acc[1] += x[1] * y[1];
-        acc[2] += x[2] * y[2];
-        acc[3] += x[3] * y[3];
+        for j in 0..8 {
+            acc[j] += x[j] * y[j];
+        }
     }
-    let mut s = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
     for (x, y) in ra.iter().zip(rb) {
         s += x * y;
     }
