@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use diffsmc::grad::{GradMode, GradOptions, Parametric, ParticleFilterNll, gradient};
 use diffsmc::rng::derive_seed;
-use diffsmc::{ResamplerSpec, SmcConfig, Trigger};
+use diffsmc::{ResamplerSpec, SmcConfig, SmcError, Trigger};
 use diffsmc_optim::{AdamRule, FirstOrder, StepOutcome};
 use diffsmc_pendulum::{NeuralPendulum, SIDE, Setting, SimConfig, sequence_scores, simulate};
 use serde::Serialize;
@@ -214,7 +214,15 @@ pub fn one_run(
     let t0 = Instant::now();
     for k in 0..s.iterations {
         let nll = ParticleFilterNll::new(&family, &smc, spec, derive_seed(seed, 1000 + k as u64));
-        let (v, g) = gradient(&nll, &theta, &opts)?;
+        // A numerical failure of the filter (all weights vanished, a non-finite value) is a
+        // non-finite iteration like a NaN loss: skipped, and counted towards divergence.
+        let (v, g) = match gradient(&nll, &theta, &opts) {
+            Ok(vg) => vg,
+            Err(SmcError::DegenerateWeights { .. } | SmcError::NonFinite { .. }) => {
+                (f64::NAN, Vec::new())
+            }
+            Err(e) => return Err(e.into()),
+        };
         trace.push(v);
         let applied = if v.is_finite() {
             matches!(adam.step(&mut theta, &g), StepOutcome::Applied { .. })
