@@ -56,7 +56,7 @@ enum Command {
     /// Reproduce the paper's experiments.
     #[command(
         subcommand,
-        after_help = "Examples:\n  diffsmc experiment lgssm --runs 100 --particles 32 --resampler diffusion:T=2,K=8 --grid 32 --json lgssm.json\n  diffsmc experiment gm --runs 20 --particles 10000 --resampler diffusion:T=3,K=32,sde --json gm.json\n  diffsmc experiment lotka-volterra --runs 20 --resampler diffusion:T=1,K=4,sde --json lv.json\n  diffsmc experiment inverse-gm --runs 10 --particles 4000 --resampler systematic --trigger ess:0.5 --json inverse.json\n\nEach subcommand's --help has its flags and an example."
+        after_help = "Examples:\n  diffsmc experiment lgssm --runs 100 --particles 32 --resampler diffusion:T=2,K=8 --grid 32 --json lgssm.json\n  diffsmc experiment gm --runs 20 --particles 10000 --resampler diffusion:T=3,K=32,sde --json gm.json\n  diffsmc experiment lotka-volterra --runs 20 --resampler diffusion:T=1,K=4,sde --json lv.json\n  diffsmc experiment inverse-gm --runs 10 --particles 4000 --resampler systematic --trigger ess:0.5 --json inverse.json\n  diffsmc experiment pendulum --setting 1 --iterations 3000 --particles 32 --resampler diffusion:T=1,K=4 --json pendulum.json --plot pendulum.svg\n\nEach subcommand's --help has its flags and an example."
     )]
     Experiment(ExperimentCommand),
     /// Smooth a linear Gaussian model with a particle smoother (FFBS, backward simulation,

@@ -12,6 +12,12 @@
 //!   [`Mlp::n_params`], [`Mlp::to_flat`], and [`Mlp::forward`] evaluating the network directly
 //!   from a flat θ slice of any scalar, allocation-free given a scratch buffer.
 //!
+//! - [`Net`] ([`NetBuilder`]): sequential networks of dense, sine/SIREN ([`Init::SirenFirst`],
+//!   [`Init::SirenHidden`]), ReLU, reshape and 2-D transposed-convolution layers;
+//!   [`NetTheta`] evaluates one at a θ of any scalar, as **one** custom reverse-mode tape
+//!   operation per evaluation on [`diffsmc::tape::Rev`] (optionally fused with a Gaussian
+//!   likelihood head, [`NetTheta::gaussian_loglik`]).
+//!
 //! The flat view is what a [`diffsmc::grad::Parametric`] model needs: it receives θ as a slice
 //! of dual numbers (each forward-mode chunk of `diffsmc::grad::gradient` seeds a few of them) and evaluates the
 //! network from it per particle and per step.
@@ -46,13 +52,19 @@
 mod activation;
 mod linear;
 mod mlp;
+mod net;
+mod net_tape;
 mod prepared;
 mod tape;
 
 pub use activation::{Activation, lift, sigmoid};
 pub use linear::{Linear, dense};
 pub use mlp::{INIT_STREAM_TAG, Mlp};
+pub use net::{ConvT2d, Init, Layer, Net, NetBuilder, Padding};
+pub use net_tape::{NetTheta, net_vjp};
 pub use prepared::{PreparedTheta, derivative_is_zero};
 
+#[cfg(test)]
+mod net_tests;
 #[cfg(test)]
 mod tests;
