@@ -606,7 +606,7 @@ pub fn train(
     let settings = OptimSettings {
         kind: OptimizerKind::Lion,
         lr: 0.005,
-        iterations: steps + 2,
+        iterations: steps + 1,
         clip: None,
     };
     let mut k = 0u64;
