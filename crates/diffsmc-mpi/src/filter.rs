@@ -126,6 +126,17 @@ impl DistConfig {
     pub fn trigger(&self) -> Trigger {
         self.smc.trigger()
     }
+    /// Consults the trigger only from step `step` on, as
+    /// [`SmcConfig::with_first_resample_step`].
+    pub fn with_first_resample_step(self, step: usize) -> Self {
+        DistConfig {
+            smc: self.smc.with_first_resample_step(step),
+        }
+    }
+    /// The first step before whose move the trigger is consulted (default 1).
+    pub fn first_resample_step(&self) -> usize {
+        self.smc.first_resample_step()
+    }
     /// The particle count from which a rank moves its particles on rayon threads.
     pub fn parallel_min_particles(&self) -> usize {
         self.smc.parallel_min_particles()
@@ -386,7 +397,7 @@ where
         let mut resampled = false;
         let mut received = 0;
         if t > 0 {
-            if config.trigger().fires(cur_ess, n) {
+            if config.smc.resamples_at(t, cur_ess) {
                 // What `index_resample` does on one process, on the gathered weights.
                 let w = weights_f64(&lw_full);
                 if w.iter().any(|v| !v.is_finite()) {

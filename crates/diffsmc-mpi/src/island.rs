@@ -189,7 +189,7 @@ where
     for t in 0..steps {
         let mut resampled = false;
         if t > 0 {
-            if config.trigger().fires(cur_ess, nl) {
+            if t >= config.first_resample_step() && config.trigger().fires(cur_ess, nl) {
                 let w = weights_f64(&lw);
                 let mut key = resample_key(seed, t);
                 if me > 0 {

@@ -291,3 +291,34 @@ fn distributed_runs_gather_in_run_order_for_every_rank_count() {
         assert!(outs[1..].iter().all(Option::is_none));
     }
 }
+
+/// A step schedule (`with_first_resample_step`) is honoured by the distributed filter exactly
+/// as by `Smc::run`: same resampling decisions (none before step 7) and the same bits, for
+/// 1–3 ranks.
+#[test]
+fn first_resample_step_is_honoured_by_the_distributed_filters() {
+    let data = data(1, 20, 5);
+    let n = 101;
+    let spec: ResamplerSpec = "systematic".parse().unwrap();
+    let r64 = spec.build::<f64>().unwrap();
+    let c = SmcConfig::new(n).unwrap().with_first_resample_step(7);
+    let want = Smc::new(c).run(&Bootstrap(&data), &*r64, 3).unwrap();
+    let expected: Vec<bool> = (0..20).map(|t| t >= 7).collect();
+    assert_eq!(want.resampled, expected);
+    let r = DistResampler::from_spec(&spec).unwrap();
+    let config = DistConfig::new(n).unwrap().with_first_resample_step(7);
+    assert_eq!(config.first_resample_step(), 7);
+    for k in 1..=3 {
+        let outs = ThreadComm::run(k, |c| {
+            run_filter(c, &Bootstrap(&data), &r, &config, 3).unwrap()
+        });
+        for o in &outs {
+            assert_eq!(o.resampled, want.resampled, "{k} ranks");
+            assert_eq!(
+                o.log_likelihood.to_bits(),
+                want.log_likelihood.to_bits(),
+                "{k} ranks"
+            );
+        }
+    }
+}

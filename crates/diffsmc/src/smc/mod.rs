@@ -87,6 +87,7 @@ pub struct SmcConfig {
     filter_moments: bool,
     parallel_min_particles: usize,
     history: bool,
+    first_resample_step: usize,
 }
 
 impl SmcConfig {
@@ -101,6 +102,7 @@ impl SmcConfig {
             filter_moments: false,
             parallel_min_particles: 4096,
             history: false,
+            first_resample_step: 1,
         })
     }
     /// Sets the resampling trigger (validated).
@@ -140,6 +142,35 @@ impl SmcConfig {
     /// Whether the run keeps its [`History`].
     pub fn history(&self) -> bool {
         self.history
+    }
+    /// Consults the trigger only from step `step` on: before the move to a step `t < step`
+    /// the particles are never resampled (their weights accumulate). The default, 1, lets the
+    /// trigger decide before every move (there is no resampling before step 0, so 0 means
+    /// the same as 1). A schedule such as the paper's vision-pendulum setting 2 ("resample at
+    /// every step j > 10") is `Trigger::Always` with `with_first_resample_step(11)`.
+    ///
+    /// ```
+    /// use diffsmc::{SmcConfig, Trigger};
+    /// let c = SmcConfig::new(16)?.with_first_resample_step(11);
+    /// assert!(!c.resamples_at(10, 1.0));
+    /// assert!(c.resamples_at(11, 16.0));
+    /// let ess = SmcConfig::new(16)?.with_trigger(Trigger::EssBelow(0.5))?;
+    /// assert!(ess.resamples_at(1, 7.9) && !ess.resamples_at(1, 8.0));
+    /// # Ok::<(), diffsmc::SmcError>(())
+    /// ```
+    pub fn with_first_resample_step(mut self, step: usize) -> Self {
+        self.first_resample_step = step.max(1);
+        self
+    }
+    /// The first step before whose move the trigger is consulted (default 1).
+    pub fn first_resample_step(&self) -> usize {
+        self.first_resample_step
+    }
+    /// The driver's decision before the move to step `t` (`t ≥ 1`), given the ESS of the
+    /// current normalised weights: the trigger's, from [`Self::first_resample_step`] on.
+    /// Public so that other drivers (e.g. the distributed ones) decide the same way.
+    pub fn resamples_at(&self, t: usize, ess: f64) -> bool {
+        t >= self.first_resample_step && self.trigger.fires(ess, self.n_particles)
     }
     /// Number of particles.
     pub fn n_particles(&self) -> usize {
@@ -518,7 +549,7 @@ impl Smc {
             };
             if t > 0 {
                 // Decide on the value part of the current (normalised) weights.
-                if self.config.trigger.fires(cur_ess, n) {
+                if self.config.resamples_at(t, cur_ess) {
                     let key = step::resample_key(seed, t);
                     let info = if history.is_some() {
                         resampler.resample_with_ancestors(
@@ -663,5 +694,53 @@ mod tests {
         assert_eq!(l, f64::INFINITY);
         let (l, e) = log_sum_exp_and_ess(&[f64::NEG_INFINITY, 0.0]);
         assert_eq!((l, e), (0.0, 1.0));
+    }
+
+    /// A step schedule: with `Always` from step 6, the run equals sequential importance
+    /// sampling up to step 5 (the same increments, bit for bit: no resampling draws are made
+    /// and the move streams are keyed by step and particle) and resamples at every later step;
+    /// a schedule past the last step is `Never`. Both facts would break if the driver consulted
+    /// the trigger before the first scheduled step or ignored the schedule.
+    #[test]
+    fn first_resample_step_delays_the_trigger() {
+        use crate::model::Bootstrap;
+        use crate::resample::Systematic;
+        use crate::testing::models::Ar1Model;
+        let ys: Vec<f64> = (0..12).map(|t| ((t * 7) % 5) as f64 * 0.4 - 0.8).collect();
+        let model = Bootstrap(Ar1Model::new(0.8, 1.0, 0.5, 0.4, ys).unwrap());
+        let run =
+            |c: SmcConfig| -> SmcOutput<f64> { Smc::new(c).run(&model, &Systematic, 7).unwrap() };
+        let base = SmcConfig::new(64).unwrap();
+        let sched = run(base.clone().with_first_resample_step(6));
+        let never = run(base.clone().with_trigger(Trigger::Never).unwrap());
+        let always = run(base.clone());
+        let expected: Vec<bool> = (0..12).map(|t| t >= 6).collect();
+        assert_eq!(sched.resampled, expected);
+        for t in 0..6 {
+            assert_eq!(
+                sched.log_likelihood_increments[t].to_bits(),
+                never.log_likelihood_increments[t].to_bits(),
+                "step {t}"
+            );
+        }
+        assert_ne!(
+            sched.log_likelihood.to_bits(),
+            never.log_likelihood.to_bits()
+        );
+        assert_ne!(
+            sched.log_likelihood.to_bits(),
+            always.log_likelihood.to_bits()
+        );
+        let late = run(base.clone().with_first_resample_step(100));
+        assert_eq!(
+            late.log_likelihood.to_bits(),
+            never.log_likelihood.to_bits()
+        );
+        // 0 and 1 both mean "from the first move".
+        let zero = run(base.with_first_resample_step(0));
+        assert_eq!(
+            zero.log_likelihood.to_bits(),
+            always.log_likelihood.to_bits()
+        );
     }
 }

@@ -159,13 +159,30 @@ pub struct PendulumReport {
     pub by_resampler: Vec<PendulumResamplerReport>,
 }
 
-fn trigger(setting: Setting) -> Trigger {
+/// The paper's resampling schedule: `(trigger, first step at which it is consulted)`.
+fn trigger(setting: Setting) -> (Trigger, usize) {
     match setting {
-        // Resample when ESS < N (the threshold N of N particles).
-        Setting::One => Trigger::EssBelow(1.0),
-        // The paper resamples at every step after j > 10; diffsmc's trigger has no step
-        // schedule, so setting 2 resamples at every step (documented deviation).
-        Setting::Two => Trigger::Always,
+        // Resample when ESS < N (the threshold N of N particles), from the first step.
+        Setting::One => (Trigger::EssBelow(1.0), 1),
+        // Resample at every step j > 10.
+        Setting::Two => (Trigger::Always, SETTING2_FIRST_RESAMPLE_STEP),
+    }
+}
+
+/// Setting 2 resamples before the move to step `j` only for `j > 10` (paper, appendix J).
+const SETTING2_FIRST_RESAMPLE_STEP: usize = 11;
+
+fn trigger_name(setting: Setting) -> String {
+    let (t, from) = trigger(setting);
+    let name = match t {
+        Trigger::EssBelow(f) => format!("ess:{f}"),
+        Trigger::Always => "always".into(),
+        Trigger::Never => "never".into(),
+    };
+    if from > 1 {
+        format!("{name} from step {from}")
+    } else {
+        name
     }
 }
 
@@ -193,7 +210,10 @@ pub fn one_run(
     let cfg = sim_config(s);
     let data = simulate(&cfg, seed)?;
     let family = NeuralPendulum::new(s.setting, &data, &cfg, derive_seed(seed, 1))?;
-    let smc = SmcConfig::new(s.particles)?.with_trigger(trigger(s.setting))?;
+    let (trig, from) = trigger(s.setting);
+    let smc = SmcConfig::new(s.particles)?
+        .with_trigger(trig)?
+        .with_first_resample_step(from);
     let opts = GradOptions::default().with_mode(GradMode::Reverse);
     let mut adam = FirstOrder::<AdamRule>::new(s.lr)?
         .with_betas(0.9, s.beta2)?
@@ -343,11 +363,7 @@ pub fn run(
             clip_norm: s.clip_norm,
             sigma_train,
             kappa: s.setting.kappa(),
-            trigger: match trigger(s.setting) {
-                Trigger::EssBelow(f) => format!("ess:{f}"),
-                Trigger::Always => "always".into(),
-                Trigger::Never => "never".into(),
-            },
+            trigger: trigger_name(s.setting),
             n_params,
             grad_mode: "reverse",
             seed: s.seed,
