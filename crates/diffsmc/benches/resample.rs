@@ -40,20 +40,29 @@ fn inputs<S: Scalar>(n: usize, theta: [S; 2]) -> (Particles<S>, Vec<S>) {
 }
 
 fn bench_one<S: Scalar>(c: &mut Criterion, group: &str, theta: [S; 2]) {
-    bench_sizes(c, group, theta, &[2048, 8192]);
+    bench_sizes(c, group, theta, &[2048, 8192], &|f| f());
 }
 
-/// `bench_one` at N = 2048 inside a one-thread rayon pool.
+/// `bench_one` at N = 2048, each resampling run inside a one-thread rayon pool.
 #[cfg(feature = "rayon")]
 fn bench_one_thread<S: Scalar>(c: &mut Criterion, group: &str, theta: [S; 2]) {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
         .build()
         .unwrap();
-    pool.install(|| bench_sizes(c, group, theta, &[2048]));
+    bench_sizes(c, group, theta, &[2048], &|f| pool.install(f));
 }
 
-fn bench_sizes<S: Scalar>(c: &mut Criterion, group: &str, theta: [S; 2], sizes: &[usize]) {
+/// Runs a closure (on the default pool, or inside a given one).
+type Runner<'a> = &'a dyn Fn(&mut (dyn FnMut() + Send));
+
+fn bench_sizes<S: Scalar>(
+    c: &mut Criterion,
+    group: &str,
+    theta: [S; 2],
+    sizes: &[usize],
+    runner: Runner<'_>,
+) {
     let r = DiffusionResampler::new(DiffusionConfig::new().with_steps(K).unwrap());
     let mut g = c.benchmark_group(group);
     g.sample_size(10)
@@ -66,14 +75,16 @@ fn bench_sizes<S: Scalar>(c: &mut Criterion, group: &str, theta: [S; 2], sizes: 
         g.throughput(Throughput::Elements((K * n * n) as u64));
         g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
             b.iter(|| {
-                r.resample(
-                    black_box(&x),
-                    black_box(&lw),
-                    StreamKey::new(1, 1, Purpose::Resample),
-                    &mut out,
-                    &mut olw,
-                )
-                .unwrap()
+                runner(&mut || {
+                    r.resample(
+                        black_box(&x),
+                        black_box(&lw),
+                        StreamKey::new(1, 1, Purpose::Resample),
+                        &mut out,
+                        &mut olw,
+                    )
+                    .unwrap();
+                })
             })
         });
     }

@@ -756,7 +756,7 @@ fn row_layout_is_aligned_with_an_odd_line_stride() {
     for n in [8, 16, 64, 2048, 2056] {
         let s = row_stride(n);
         assert!(
-            s >= n && s % CH == 0 && (s / CH) % 2 == 1,
+            s >= n && s.is_multiple_of(CH) && (s / CH) % 2 == 1,
             "n {n}: stride {s}"
         );
     }
