@@ -7,9 +7,9 @@
 //! summation orders are fixed (a lane accumulator of [`CH`] entries, then a fixed tree), so
 //! results do not depend on the number of threads or on how a caller chunks its work.
 //!
-//! Users: the diffusion resampler's lane kernels (`resample::diffusion`, including the AVX-512
-//! version, which repeats [`exp_nonpos`] in vector intrinsics with the same operations and
-//! the same [`EXP_C`] table) and the entropic-OT resampler's `f64` Sinkhorn passes
+//! Users: the diffusion resampler's portable lane kernels (`resample::diffusion`; its AVX-512
+//! kernel has its own table-driven exponential and shares only the reduction constants and
+//! [`EXP_MIN_ARG`]) and the entropic-OT resampler's `f64` Sinkhorn passes
 //! (`resample::ot`), and the particle filter's normaliser and weights
 //! ([`exp_shifted_sums`], public). Otherwise crate-internal.
 
@@ -78,8 +78,7 @@ pub(crate) const EXP_C: [f64; 13] = [
 /// (truncation error < 2.5e-16 relative) evaluated by Estrin's scheme (short dependency
 /// chains; faster than Horner's scheme in vectorised loops), and `2^n`
 /// assembled in the exponent bits. Relative error < 1e-15 (≈ 5e-16 measured; tested against
-/// `f64::exp`). `F` chooses plain or fused multiply-adds; the AVX-512 diffusion kernel
-/// repeats the fused form operation for operation.
+/// `f64::exp`). `F` chooses plain or fused multiply-adds.
 #[inline(always)]
 pub(crate) fn exp_nonpos<F: MulAdd>(x: f64) -> f64 {
     const LOG2E: f64 = std::f64::consts::LOG2_E;

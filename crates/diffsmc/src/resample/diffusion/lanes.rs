@@ -7,6 +7,11 @@ use super::*;
 /// query of a block while it is in L1/L2.
 pub(super) const TILE: usize = 256;
 
+/// Row stride of the AVX-512 kernel's tile scratch: [`TILE`] plus one line, an odd number of
+/// 64-byte lines (rows in distinct L1 sets, no 4 KiB aliasing between a store to one row and
+/// a load from another).
+pub(super) const LSTRIDE: usize = TILE + CH;
+
 /// Value and `P` derivative lanes of a scalar with [`Scalar::LANES`] `= Some(P)`.
 #[inline]
 pub(super) fn split<S: Scalar, const P: usize>(x: &S) -> (f64, [f64; P]) {
@@ -19,6 +24,28 @@ pub(super) fn split<S: Scalar, const P: usize>(x: &S) -> (f64, [f64; P]) {
 #[inline]
 pub(super) fn join<S: Scalar, const P: usize>(re: f64, eps: [f64; P]) -> S {
     S::from_lanes(re, &eps)
+}
+
+/// Row stride (in `f64`) for rows of `n` entries (`n` a multiple of [`CH`]): `n` rounded up to
+/// an odd number of 64-byte lines. Rows read in lockstep then fall into distinct L1 sets (with
+/// a stride of a power-of-two number of lines, the `d · (P + 1)` rows of a tile, 16 KiB apart
+/// at N = 2048, all map onto the same set and evict each other).
+pub(super) fn row_stride(n: usize) -> usize {
+    let lines = n.div_ceil(CH);
+    (lines | 1) * CH
+}
+
+/// A zeroed buffer of `len` usable `f64` and the offset at which they start on a 64-byte
+/// boundary (so vector loads of a row's chunks never straddle two cache lines).
+pub(super) fn aligned_zeros(len: usize) -> (Vec<f64>, usize) {
+    let v = vec![0.0; len + CH];
+    let misalign = (v.as_ptr() as usize) % 64;
+    let off = if misalign == 0 {
+        0
+    } else {
+        (64 - misalign) / std::mem::size_of::<f64>()
+    };
+    (v, off)
 }
 
 /// Instruction set of the lane kernel, detected once per resampling.
@@ -74,7 +101,11 @@ impl Simd {
 pub(super) struct LaneKernel<const P: usize> {
     pub(super) n: usize,
     pub(super) d: usize,
-    /// `z[(lane * d + k) * n + i]`.
+    /// Row stride of `z` (see [`row_stride`]).
+    pub(super) stride: usize,
+    /// Offset of row 0 in `z`, so that every row starts on a 64-byte boundary.
+    pub(super) off: usize,
+    /// `z[off + (lane * d + k) * stride + i]`.
     pub(super) z: Vec<f64>,
     /// `lw[lane * n + i]`.
     pub(super) lw: Vec<f64>,
@@ -95,6 +126,14 @@ pub(super) struct LaneScratch {
     pub(super) s: Vec<f64>,
     /// Running `Σ e_i z_i` lanes, `acc[(b * (P + 1) + lane) * d + k]`.
     pub(super) acc: Vec<f64>,
+    /// AVX-512 kernel: logit offsets `log w_i − γ |z_i|²` per lane,
+    /// `bias[bias_off + lane * stride + i]` (64-byte aligned rows).
+    pub(super) bias: Vec<f64>,
+    pub(super) bias_off: usize,
+    /// AVX-512 kernel: logits, then exponentials, of one tile, `lb[lb_off + r * LSTRIDE + i]`
+    /// with `r` the query (`f64`) or the lane (duals).
+    pub(super) lb: Vec<f64>,
+    pub(super) lb_off: usize,
 }
 
 impl<const P: usize> LaneKernel<P> {
@@ -103,7 +142,8 @@ impl<const P: usize> LaneKernel<P> {
         let (n0, d) = (w.n, w.d);
         let n = n0.div_ceil(CH) * CH;
         let lanes = P + 1;
-        let mut z = vec![0.0; lanes * d * n];
+        let stride = row_stride(n);
+        let (mut z, off) = aligned_zeros(lanes * d * stride);
         let mut lw = vec![0.0; lanes * n];
         let mut sqz = vec![0.0; lanes * n];
         lw[n0..n].fill(f64::NEG_INFINITY);
@@ -119,12 +159,14 @@ impl<const P: usize> LaneKernel<P> {
             put(&mut lw, i, n, &w.lw[i]);
             put(&mut sqz, i, n, &w.sqz[i]);
             for k in 0..d {
-                put(&mut z, k * n + i, d * n, &w.z[k * n0 + i]);
+                put(&mut z, off + k * stride + i, d * stride, &w.z[k * n0 + i]);
             }
         }
         LaneKernel {
             n,
             d,
+            stride,
+            off,
             z,
             lw,
             sqz,
@@ -135,7 +177,7 @@ impl<const P: usize> LaneKernel<P> {
     /// Row `k` of lane `lane` of the whitened particles, restricted to the tile.
     #[inline(always)]
     pub(super) fn row(&self, lane: usize, k: usize, t0: usize, tl: usize) -> &[f64] {
-        let base = (lane * self.d + k) * self.n + t0;
+        let base = self.off + (lane * self.d + k) * self.stride + t0;
         &self.z[base..base + tl]
     }
 
@@ -340,12 +382,18 @@ impl<S: Scalar, const P: usize> ScoreKernel<S> for LaneKernel<P> {
 
     fn scratch(&self) -> LaneScratch {
         let lanes = P + 1;
+        let self_bias = aligned_zeros(lanes * self.stride);
+        let lb = aligned_zeros(BLOCK.max(lanes) * LSTRIDE);
         LaneScratch {
             l: vec![0.0; lanes * TILE],
             q: vec![0.0; BLOCK * lanes * self.d],
             mx: vec![0.0; BLOCK],
             s: vec![0.0; BLOCK * lanes],
             acc: vec![0.0; BLOCK * lanes * self.d],
+            bias: self_bias.0,
+            bias_off: self_bias.1,
+            lb: lb.0,
+            lb_off: lb.1,
         }
     }
 
@@ -466,3 +514,7 @@ pub(super) fn pad<const G: usize>(v: [f64; G]) -> [f64; 4] {
 #[cfg(target_arch = "x86_64")]
 #[clippy::msrv = "1.89"]
 mod avx512;
+
+/// The AVX-512 kernel's exponential on one value (tests of its accuracy).
+#[cfg(all(test, target_arch = "x86_64"))]
+pub(super) use avx512::exp_tab_scalar as avx512_exp_tab;
