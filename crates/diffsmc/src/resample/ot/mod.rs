@@ -28,6 +28,8 @@ use crate::particles::Particles;
 use crate::rng::StreamKey;
 use crate::scalar::{Scalar, log_sum_exp};
 
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 mod kernel;
 mod sinkhorn;
 #[cfg(test)]
