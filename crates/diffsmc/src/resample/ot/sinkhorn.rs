@@ -175,6 +175,10 @@ impl<S: Scalar> Sinkhorn<S> {
         let mut error = f64::INFINITY;
         // Whether (u, v) is a complete iterate at the target ε (its error counts).
         let mut at_target = false;
+        // Over-relaxation of the column update, and the error before the last one.
+        let mut omega = config.relax;
+        let mut relaxed = false;
+        let mut last_error = f64::INFINITY;
         loop {
             let at_cap = iterations == config.max_iterations;
             if !at_cap {
@@ -211,12 +215,27 @@ impl<S: Scalar> Sinkhorn<S> {
                     converged = true;
                     break;
                 }
+                // Safeguard of the over-relaxation: plain Sinkhorn from the first relaxed
+                // iterate whose error grew (a decision on the value part, like the stop).
+                if at_target && relaxed && error > last_error {
+                    omega = 1.0;
+                }
+                last_error = error;
             }
             if at_cap {
                 break;
             }
-            for (j, vj) in v.iter_mut().enumerate() {
-                *vj = log_b[j] - (cols[j] - qb[j]);
+            relaxed = at_target && omega != 1.0;
+            if relaxed {
+                // Over-relaxed column update (same units: no ε change since (u, v)).
+                for (j, vj) in v.iter_mut().enumerate() {
+                    let full = log_b[j] - (cols[j] - qb[j]);
+                    *vj += (full - *vj) * omega;
+                }
+            } else {
+                for (j, vj) in v.iter_mut().enumerate() {
+                    *vj = log_b[j] - (cols[j] - qb[j]);
+                }
             }
             // Row pass: rows exact.
             for (h, (&vj, &q)) in hb.iter_mut().zip(v.iter().zip(&qb)) {
