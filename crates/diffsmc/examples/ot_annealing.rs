@@ -34,7 +34,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let lse = diffsmc::log_sum_exp(&lw);
     let lw: Vec<f64> = lw.iter().map(|l| l - lse).collect();
     let p = Particles::from_vec(n, d, xs)?;
-    println!("N = {n}, d = {d}, tolerance 1e-3 (L1 row-marginal error), cap 2000 iterations");
+    println!("N = {n}, d = {d}, tolerance 1e-3 (L1 column-marginal error), cap 2000 iterations");
     println!("| ε (scale {scale}) | anneal | iterations | converged | seconds |");
     println!("|---|---|---|---|---|");
     for &eps in epsilons {

@@ -4,8 +4,8 @@
 //!
 //! Differentiable baselines:
 //!
-//! - `ot[:eps=E][,iters=I][,tol=T][,scale=mean|max|none][,anneal=RHO|none]` —
-//!   [`OtResampler`]; defaults `eps=0.1,iters=1000,tol=0.001,scale=none,anneal=0.7` (see
+//! - `ot[:eps=E][,iters=I][,tol=T][,scale=mean|max|none][,anneal=RHO|none][,relax=W]` —
+//!   [`OtResampler`]; defaults `eps=0.1,iters=1000,tol=0.001,scale=none,anneal=0.7,relax=1.5` (see
 //!   [`OtConfig`]): ε absolute, on squared Euclidean distances, as in the paper and OTT-JAX.
 //! - `gumbel[:tau=T]` — [`GumbelSoftmaxResampler`]; default `tau=0.1`.
 //! - `soft[:alpha=A]` — [`SoftResampler`]; default `alpha=0.5`.
@@ -38,7 +38,7 @@ use crate::scalar::Scalar;
 /// assert_eq!(spec.to_string(), "diffusion:T=2,integrator=jentzen-kloeden,sde");
 /// assert_eq!(spec.to_string().parse::<ResamplerSpec>().unwrap(), spec);
 /// let ot: ResamplerSpec = "ot:eps=0.4,iters=50".parse().unwrap();
-/// assert_eq!(ot.to_string(), "ot:eps=0.4,iters=50,tol=0.001,scale=none,anneal=0.7");
+/// assert_eq!(ot.to_string(), "ot:eps=0.4,iters=50,tol=0.001,scale=none,anneal=0.7,relax=1.5");
 /// assert!(ot.is_differentiable());
 /// assert_eq!("gumbel:tau=0.1".parse::<ResamplerSpec>().unwrap(), ResamplerSpec::Gumbel { tau: 0.1 });
 /// assert_eq!("soft:alpha=0.9".parse::<ResamplerSpec>().unwrap(), ResamplerSpec::Soft { alpha: 0.9 });
@@ -467,7 +467,7 @@ fn parse_diffusion(args: &SpecArgs<'_>) -> Result<DiffusionConfig> {
     }
     Ok(c)
 }
-/// `ot[:eps=…][,iters=…][,tol=…][,scale=…][,anneal=…]`: parse errors name the option; out-of-range values
+/// `ot[:eps=…][,iters=…][,tol=…][,scale=…][,anneal=…][,relax=…]`: parse errors name the option; out-of-range values
 /// are [`SmcError::InvalidParameter`]s naming the knob.
 fn parse_ot(args: &SpecArgs<'_>) -> Result<OtConfig> {
     let mut c = OtConfig::default();
@@ -497,7 +497,8 @@ fn parse_ot(args: &SpecArgs<'_>) -> Result<OtConfig> {
                     c.with_anneal(Some(args.num(k, Some(v))?))?
                 };
             }
-            _ => return Err(args.unknown(k, "eps, iters, tol, scale, anneal")),
+            "relax" => c = c.with_relaxation(args.num(k, v)?)?,
+            _ => return Err(args.unknown(k, "eps, iters, tol, scale, anneal, relax")),
         }
     }
     Ok(c)
@@ -516,6 +517,7 @@ mod tests {
             "ot:scale=none",
             "ot:eps=0.3,scale=none,anneal=0.7",
             "ot:anneal=none",
+            "ot:eps=0.3,anneal=none,relax=1",
             "gumbel",
             "gumbel:tau=0.1",
             "soft",
@@ -560,6 +562,11 @@ mod tests {
             "ot:anneal=1".parse::<ResamplerSpec>(),
             Err(SmcError::InvalidParameter { name: "anneal", .. })
         ));
+        assert!(matches!(
+            "ot:relax=2".parse::<ResamplerSpec>(),
+            Err(SmcError::InvalidParameter { name: "relax", .. })
+        ));
+        bad_spec("ot:relax=x", "relax");
         bad_spec("ot:bogus=1", "bogus");
         bad_spec("gumbel:temperature=1", "temperature");
         bad_spec("gumbel:tau=x", "tau");

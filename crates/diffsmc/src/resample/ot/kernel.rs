@@ -10,7 +10,9 @@
 //! and the constant −|y_p|² is subtracted afterwards: one dot product of length d per entry.
 
 use super::*;
-use crate::kernels::{CH, Plain, exp_nonpos, hsum, lane_max};
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::Fused;
+use crate::kernels::{CH, MulAdd, Plain, exp_nonpos, hsum, lane_max};
 
 /// Lanes of the f64 kernel (fixed-size arrays the compiler vectorises).
 pub(super) const LANES: usize = CH;
@@ -95,29 +97,77 @@ pub(super) fn for_rows<S: Scalar, T: Send>(
     });
 }
 
-/// Calls `f(z)` with `z = 2 y_p` (target `p`'s coordinates doubled), on the stack for d ≤ 32.
-#[inline(always)]
-pub(super) fn with_z<R>(tgt: &Soa<f64>, p: usize, f: impl FnOnce(&[f64]) -> R) -> R {
-    let d = tgt.d;
-    let fill = |z: &mut [f64]| {
-        for (k, zk) in z.iter_mut().enumerate() {
-            *zk = 2.0 * tgt.c[k * tgt.stride + p];
+/// The instruction set the `f64` passes run on, detected once per pass.
+///
+/// `Baseline` is the portable build (SSE2 on x86-64) with plain multiply-adds; `Avx2Fma` and
+/// `Avx512` compile the same loops for those extensions with fused multiply-adds (one
+/// rounding). Results are deterministic on a given CPU whatever the number of threads; across
+/// CPUs with different levels they differ by rounding (as in the diffusion resampler's
+/// kernels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Isa {
+    /// Portable build, plain multiply-adds.
+    Baseline,
+    /// AVX2 with FMA.
+    #[cfg(target_arch = "x86_64")]
+    Avx2Fma,
+    /// AVX-512F with FMA.
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+impl Isa {
+    /// The best level this CPU runs.
+    pub(super) fn detect() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return Isa::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return Isa::Avx2Fma;
+            }
         }
-    };
-    if d <= 32 {
-        let mut z = [0.0; 32];
-        fill(&mut z[..d]);
-        f(&z[..d])
-    } else {
-        let mut z = vec![0.0; d];
-        fill(&mut z);
-        f(&z)
+        Isa::Baseline
+    }
+
+    /// Every level this CPU can run, from the baseline up.
+    #[cfg(test)]
+    pub(super) fn available() -> Vec<Isa> {
+        let mut v = vec![Isa::Baseline];
+        #[cfg(target_arch = "x86_64")]
+        {
+            let best = Isa::detect();
+            if best != Isa::Baseline {
+                v.push(Isa::Avx2Fma);
+            }
+            if best == Isa::Avx512 {
+                v.push(Isa::Avx512);
+            }
+        }
+        v
+    }
+}
+
+/// Largest dimension whose doubled target coordinates and transport accumulators live on the
+/// stack; larger `d` uses one heap buffer per task of rows.
+const STACK_D: usize = 32;
+
+/// Fills `z[..d]` with `2 y_p` (target `p`'s coordinates doubled).
+#[inline(always)]
+fn fill_z(tgt: &Soa<f64>, p: usize, z: &mut [f64]) {
+    for (k, zk) in z.iter_mut().enumerate() {
+        *zk = 2.0 * tgt.c[k * tgt.stride + p];
     }
 }
 
 /// Fills `t[..len]` with `h_q + z · y_q` for the sources `start..start+len` (f64 kernel).
 #[inline(always)]
-pub(super) fn fill_tile_f64(
+fn fill_tile_f64<F: MulAdd>(
     z: &[f64],
     src: &Soa<f64>,
     h: &[f64],
@@ -134,7 +184,7 @@ pub(super) fn fill_tile_f64(
             let off = k * src.stride + start + q0;
             let y: &[f64; LANES] = src.c[off..off + LANES].try_into().expect("lane slice");
             for l in 0..LANES {
-                a[l] += z * y[l];
+                a[l] = F::madd(z, y[l], a[l]);
             }
         }
         t[q0..q0 + LANES].copy_from_slice(&a);
@@ -144,38 +194,98 @@ pub(super) fn fill_tile_f64(
 
 /// `Σ_q exp(t_q − m)` in lane accumulators (fixed order).
 #[inline(always)]
-pub(super) fn sum_exp_lanes(t: &[f64], m: f64) -> f64 {
+fn sum_exp_lanes<F: MulAdd>(t: &[f64], m: f64) -> f64 {
     let mut s = [0.0; LANES];
     for c in t.chunks_exact(LANES) {
         for l in 0..LANES {
-            s[l] += exp_nonpos::<Plain>(c[l] - m);
+            s[l] += exp_nonpos::<F>(c[l] - m);
         }
     }
     hsum(&s)
 }
 
-/// `LSE_q (h_q + 2 y_p · y_q)` over all sources (f64 kernel, online max over tiles).
-pub(super) fn lse_row_f64(tgt: &Soa<f64>, p: usize, src: &Soa<f64>, h: &[f64]) -> f64 {
-    with_z(tgt, p, |z| lse_row_z(z, src, h))
-}
-
-pub(super) fn lse_row_z(z: &[f64], src: &Soa<f64>, h: &[f64]) -> f64 {
+/// `LSE_q (h_q + z · y_q)` over all sources (f64 kernel, online max over tiles).
+#[inline(always)]
+fn lse_row_z<F: MulAdd>(z: &[f64], src: &Soa<f64>, h: &[f64]) -> f64 {
     let mut t = [0.0; TILE];
     let (mut m, mut s) = (f64::NEG_INFINITY, 0.0);
     let mut start = 0;
     while start < src.stride {
         let len = TILE.min(src.stride - start);
-        fill_tile_f64(z, src, h, start, len, &mut t);
+        fill_tile_f64::<F>(z, src, h, start, len, &mut t);
         let tt = &t[..len];
         let cm = lane_max(tt);
         if cm > m {
-            s *= exp_nonpos::<Plain>(m - cm);
+            s *= exp_nonpos::<F>(m - cm);
             m = cm;
         }
-        s += sum_exp_lanes(tt, m);
+        s += sum_exp_lanes::<F>(tt, m);
         start += len;
     }
     m + s.ln()
+}
+
+/// `out[j] = LSE_q (h_q + 2 y_{p0+j} · y_q)` for the consecutive targets `p0, p0 + 1, …`.
+#[inline(always)]
+fn lse_rows_impl<F: MulAdd>(tgt: &Soa<f64>, p0: usize, src: &Soa<f64>, h: &[f64], out: &mut [f64]) {
+    let d = tgt.d;
+    let mut stack = [0.0; STACK_D];
+    let mut heap = Vec::new();
+    let z: &mut [f64] = if d <= STACK_D {
+        &mut stack[..d]
+    } else {
+        heap.resize(d, 0.0);
+        &mut heap
+    };
+    for (j, o) in out.iter_mut().enumerate() {
+        fill_z(tgt, p0 + j, z);
+        *o = lse_row_z::<F>(z, src, h);
+    }
+}
+
+/// [`lse_rows_impl`] on the instruction set `isa` (which must be available: from
+/// [`Isa::detect`] or [`Isa::available`]).
+pub(super) fn lse_rows_f64(
+    isa: Isa,
+    tgt: &Soa<f64>,
+    p0: usize,
+    src: &Soa<f64>,
+    h: &[f64],
+    out: &mut [f64],
+) {
+    match isa {
+        Isa::Baseline => lse_rows_impl::<Plain>(tgt, p0, src, h, out),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2Fma => {
+            #[target_feature(enable = "avx2,fma")]
+            fn avx2(tgt: &Soa<f64>, p0: usize, src: &Soa<f64>, h: &[f64], out: &mut [f64]) {
+                lse_rows_impl::<Fused>(tgt, p0, src, h, out)
+            }
+            // SAFETY: `Isa::Avx2Fma` is only produced after `is_x86_feature_detected!` found
+            // AVX2 and FMA.
+            #[allow(unsafe_code)]
+            unsafe {
+                avx2(tgt, p0, src, h, out)
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => {
+            #[target_feature(enable = "avx512f,avx2,fma")]
+            fn avx512(tgt: &Soa<f64>, p0: usize, src: &Soa<f64>, h: &[f64], out: &mut [f64]) {
+                if tgt.d <= super::avx512::MAX_D {
+                    super::avx512::lse_rows(tgt, p0, src, h, out)
+                } else {
+                    lse_rows_impl::<Fused>(tgt, p0, src, h, out)
+                }
+            }
+            // SAFETY: `Isa::Avx512` is only produced after `is_x86_feature_detected!` found
+            // AVX-512F and FMA.
+            #[allow(unsafe_code)]
+            unsafe {
+                avx512(tgt, p0, src, h, out)
+            }
+        }
+    }
 }
 
 /// `LSE_q (h_q + 2 y_p · y_q)` in the scalar `S` (generic kernel; no padding read).
@@ -221,10 +331,12 @@ pub(super) fn lse_row_generic<S: Scalar>(tgt: &Soa<S>, p: usize, src: &Soa<S>, h
     m + s.ln()
 }
 
-/// One log-sum-exp pass: `out[p] = LSE_q (h_q + 2 y_p · y_q)` for every target `p`.
+/// One log-sum-exp pass: `out[p] = LSE_q (h_q + 2 y_p · y_q)` for every target `p`, with the
+/// `f64` fast path on the instruction set `isa` (the generic kernel for other scalars).
 // `&Vec` (not a slice) so that it can be downcast to the f64 fast path.
 #[allow(clippy::ptr_arg)]
-pub(super) fn lse_pass<S: Scalar>(
+pub(super) fn lse_pass_isa<S: Scalar>(
+    isa: Isa,
     tgt: &Soa<S>,
     src: &Soa<S>,
     h: &Vec<S>,
@@ -239,69 +351,140 @@ pub(super) fn lse_pass<S: Scalar>(
         (h as &dyn Any).downcast_ref::<Vec<f64>>(),
     ) && let Some(o) = (out as &mut dyn Any).downcast_mut::<Vec<f64>>()
     {
-        for_rows::<f64, _>(o, 1, par, |p, r| r[0] = lse_row_f64(t, p, s, h));
+        crate::par::for_each_chunk_mut::<f64, f64>(o, ROWS_PER_TASK, par, |c, chunk| {
+            lse_rows_f64(isa, t, c * ROWS_PER_TASK, s, h, chunk)
+        });
         return;
     }
     for_rows::<S, _>(out, 1, par, |p, r| r[0] = lse_row_generic(tgt, p, src, h));
 }
 
-/// Transport row `p`: `Σ_q exp(h_q + 2 y_p · y_q − l_p) x_q` normalised by the sum of the
-/// coefficients, into `row` (f64 kernel).
-pub(super) fn transport_row_f64(
+/// Transport rows `p0, p0 + 1, …` into `rows` (`d` coordinates each): row `p` is
+/// `Σ_q exp(h_q + 2 y_p · y_q − l_p) x_q` normalised by the sum of the coefficients
+/// (f64 kernel).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn transport_rows_impl<F: MulAdd>(
     tgt: &Soa<f64>,
-    p: usize,
+    p0: usize,
     src: &Soa<f64>,
     xs: &Soa<f64>,
     h: &[f64],
-    lp: f64,
-    row: &mut [f64],
-) {
-    with_z(tgt, p, |z| transport_row_z(z, src, xs, h, lp, row));
-}
-
-pub(super) fn transport_row_z(
-    z: &[f64],
-    src: &Soa<f64>,
-    xs: &Soa<f64>,
-    h: &[f64],
-    lp: f64,
-    row: &mut [f64],
+    lp: &[f64],
+    rows: &mut [f64],
 ) {
     let d = xs.d;
+    let mut zs = [0.0; STACK_D];
+    let mut accs = [[0.0; LANES]; STACK_D];
+    let (mut zh, mut ah) = (Vec::new(), Vec::new());
+    let (z, acc): (&mut [f64], &mut [[f64; LANES]]) = if d <= STACK_D {
+        (&mut zs[..d], &mut accs[..d])
+    } else {
+        zh.resize(d, 0.0);
+        ah.resize(d, [0.0; LANES]);
+        (&mut zh, &mut ah)
+    };
     let mut t = [0.0; TILE];
-    let mut acc = vec![[0.0; LANES]; d];
-    let mut sum = [0.0; LANES];
-    let mut start = 0;
-    while start < src.stride {
-        let len = TILE.min(src.stride - start);
-        fill_tile_f64(z, src, h, start, len, &mut t);
-        let tt = &mut t[..len];
-        for c in tt.chunks_exact_mut(LANES) {
-            for l in 0..LANES {
-                c[l] = exp_nonpos::<Plain>(c[l] - lp);
-                sum[l] += c[l];
-            }
-        }
-        for (k, a) in acc.iter_mut().enumerate() {
-            let off = k * xs.stride + start;
-            for (c, x) in tt
-                .chunks_exact(LANES)
-                .zip(xs.c[off..off + len].chunks_exact(LANES))
-            {
+    for (j, row) in rows.chunks_exact_mut(d).enumerate() {
+        let p = p0 + j;
+        fill_z(tgt, p, z);
+        acc.fill([0.0; LANES]);
+        let mut sum = [0.0; LANES];
+        let mut start = 0;
+        while start < src.stride {
+            let len = TILE.min(src.stride - start);
+            fill_tile_f64::<F>(z, src, h, start, len, &mut t);
+            let tt = &mut t[..len];
+            for c in tt.chunks_exact_mut(LANES) {
                 for l in 0..LANES {
-                    a[l] += c[l] * x[l];
+                    c[l] = exp_nonpos::<F>(c[l] - lp[p]);
+                    sum[l] += c[l];
                 }
             }
+            for (k, a) in acc.iter_mut().enumerate() {
+                let off = k * xs.stride + start;
+                for (c, x) in tt
+                    .chunks_exact(LANES)
+                    .zip(xs.c[off..off + len].chunks_exact(LANES))
+                {
+                    for l in 0..LANES {
+                        a[l] = F::madd(c[l], x[l], a[l]);
+                    }
+                }
+            }
+            start += len;
         }
-        start += len;
-    }
-    let total = hsum(&sum);
-    for (r, a) in row.iter_mut().zip(&acc) {
-        *r = hsum(a) / total;
+        let total = hsum(&sum);
+        for (r, a) in row.iter_mut().zip(acc.iter()) {
+            *r = hsum(a) / total;
+        }
     }
 }
 
-/// Generic version of [`transport_row_f64`].
+/// [`transport_rows_impl`] on the instruction set `isa` (which must be available).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn transport_rows_f64(
+    isa: Isa,
+    tgt: &Soa<f64>,
+    p0: usize,
+    src: &Soa<f64>,
+    xs: &Soa<f64>,
+    h: &[f64],
+    lp: &[f64],
+    rows: &mut [f64],
+) {
+    match isa {
+        Isa::Baseline => transport_rows_impl::<Plain>(tgt, p0, src, xs, h, lp, rows),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2Fma => {
+            #[target_feature(enable = "avx2,fma")]
+            fn avx2(
+                tgt: &Soa<f64>,
+                p0: usize,
+                src: &Soa<f64>,
+                xs: &Soa<f64>,
+                h: &[f64],
+                lp: &[f64],
+                rows: &mut [f64],
+            ) {
+                transport_rows_impl::<Fused>(tgt, p0, src, xs, h, lp, rows)
+            }
+            // SAFETY: `Isa::Avx2Fma` is only produced after `is_x86_feature_detected!` found
+            // AVX2 and FMA.
+            #[allow(unsafe_code)]
+            unsafe {
+                avx2(tgt, p0, src, xs, h, lp, rows)
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => {
+            #[target_feature(enable = "avx512f,avx2,fma")]
+            fn avx512(
+                tgt: &Soa<f64>,
+                p0: usize,
+                src: &Soa<f64>,
+                xs: &Soa<f64>,
+                h: &[f64],
+                lp: &[f64],
+                rows: &mut [f64],
+            ) {
+                if xs.d <= super::avx512::MAX_D {
+                    super::avx512::transport_rows(tgt, p0, src, xs, h, lp, rows)
+                } else {
+                    transport_rows_impl::<Fused>(tgt, p0, src, xs, h, lp, rows)
+                }
+            }
+            // SAFETY: `Isa::Avx512` is only produced after `is_x86_feature_detected!` found
+            // AVX-512F and FMA.
+            #[allow(unsafe_code)]
+            unsafe {
+                avx512(tgt, p0, src, xs, h, lp, rows)
+            }
+        }
+    }
+}
+
+/// Generic version of [`transport_rows_f64`] (one row).
 pub(super) fn transport_row_generic<S: Scalar>(
     tgt: &Soa<S>,
     p: usize,

@@ -36,11 +36,23 @@ pub(super) struct Sinkhorn<S> {
 }
 
 impl<S: Scalar> Sinkhorn<S> {
+    /// Solves on the best instruction set of this CPU.
     pub(super) fn solve(
         config: &OtConfig,
         particles: &Particles<S>,
         log_weights: &[S],
         par: bool,
+    ) -> Result<Self> {
+        Self::solve_isa(config, particles, log_weights, par, Isa::detect())
+    }
+
+    /// Solves with the `f64` passes on `isa` (which must be available on this CPU).
+    pub(super) fn solve_isa(
+        config: &OtConfig,
+        particles: &Particles<S>,
+        log_weights: &[S],
+        par: bool,
+        isa: Isa,
     ) -> Result<Self> {
         let n = particles.len();
         let d = particles.dim();
@@ -150,51 +162,91 @@ impl<S: Scalar> Sinkhorn<S> {
         let mut u = vec![S::zero(); n];
         let mut v = vec![S::zero(); support.len()];
 
+        // Column marginal targets b_j on the value part, for the convergence test.
+        let b_re: Vec<f64> = log_b.iter().map(|l| l.re().exp()).collect();
+
+        // One iteration is a column update (columns exact) then a row update (rows exact).
+        // The convergence test is OTT-JAX's: the L1 error of the column marginal of the plan
+        // whose rows are exact, Σ_j |Σ_i P_ij − b_j|. It falls out of the next column pass
+        // (Σ_i P_ij = exp(v_j − |y_j|² + cols_j)), so it is free and checked at every
+        // iteration; a converged solve ends on that pass and uses the plan it measured.
         let mut iterations = 0;
         let mut converged = false;
         let mut error = f64::INFINITY;
-        for it in 1..=config.max_iterations {
-            let next = eps_at(it);
-            if next != eps {
-                // Same potentials f, g in cost units: u = f/ε and the scaled points change.
-                let r = eps / next;
-                let rs = r.sqrt();
-                ya.scale_by(rs);
-                yb.scale_by(rs);
-                for q in qa.iter_mut().chain(qb.iter_mut()) {
-                    *q *= r;
+        // Whether (u, v) is a complete iterate at the target ε (its error counts).
+        let mut at_target = false;
+        // Over-relaxation of the column update, and the error before the last one.
+        let mut omega = config.relax;
+        let mut relaxed = false;
+        let mut last_error = f64::INFINITY;
+        loop {
+            let at_cap = iterations == config.max_iterations;
+            if !at_cap {
+                let next = eps_at(iterations + 1);
+                if next != eps {
+                    // Same potentials f, g in cost units: u = f/ε and the scaled points change.
+                    let r = eps / next;
+                    let rs = r.sqrt();
+                    ya.scale_by(rs);
+                    yb.scale_by(rs);
+                    for q in qa.iter_mut().chain(qb.iter_mut()) {
+                        *q *= r;
+                    }
+                    for ui in &mut u {
+                        *ui *= r;
+                    }
+                    eps = next;
+                    at_target = false;
                 }
-                for ui in &mut u {
-                    *ui *= r;
-                }
-                eps = next;
             }
-            // Column update: columns exact.
+            // Column pass: the column marginal of (u, v), then columns exact.
             for (h, (&ui, &q)) in ha.iter_mut().zip(u.iter().zip(&qa)) {
                 *h = ui - q;
             }
-            lse_pass(&yb, &ya, &ha, &mut cols, par);
-            for (j, vj) in v.iter_mut().enumerate() {
-                *vj = log_b[j] - (cols[j] - qb[j]);
+            lse_pass_isa(isa, &yb, &ya, &ha, &mut cols, par);
+            if iterations > 0 && (at_target || at_cap) {
+                error = 0.0;
+                for j in 0..v.len() {
+                    let l = v[j].re() - qb[j].re() + cols[j].re();
+                    error += (l.exp() - b_re[j]).abs();
+                }
+                // Only a plan at the target ε counts.
+                if at_target && error <= config.tolerance {
+                    converged = true;
+                    break;
+                }
+                // Safeguard of the over-relaxation: plain Sinkhorn from the first relaxed
+                // iterate whose error grew (a decision on the value part, like the stop).
+                if at_target && relaxed && error > last_error {
+                    omega = 1.0;
+                }
+                last_error = error;
             }
-            // Row pass: measures the row marginal of (u, v), then makes rows exact.
+            if at_cap {
+                break;
+            }
+            relaxed = at_target && omega != 1.0;
+            if relaxed {
+                // Over-relaxed column update (same units: no ε change since (u, v)).
+                for (j, vj) in v.iter_mut().enumerate() {
+                    let full = log_b[j] - (cols[j] - qb[j]);
+                    *vj += (full - *vj) * omega;
+                }
+            } else {
+                for (j, vj) in v.iter_mut().enumerate() {
+                    *vj = log_b[j] - (cols[j] - qb[j]);
+                }
+            }
+            // Row pass: rows exact.
             for (h, (&vj, &q)) in hb.iter_mut().zip(v.iter().zip(&qb)) {
                 *h = vj - q;
             }
-            lse_pass(&ya, &yb, &hb, &mut rows, par);
-            let a = 1.0 / nf;
-            error = 0.0;
+            lse_pass_isa(isa, &ya, &yb, &hb, &mut rows, par);
             for i in 0..n {
-                let l = rows[i] - qa[i];
-                error += ((u[i].re() + l.re()).exp() - a).abs();
-                u[i] = S::cst(log_a) - l;
+                u[i] = S::cst(log_a) - (rows[i] - qa[i]);
             }
-            iterations = it;
-            // Only a plan at the target ε counts.
-            if eps == target && error <= config.tolerance {
-                converged = true;
-                break;
-            }
+            iterations += 1;
+            at_target = eps == target;
         }
         if !error.is_finite() {
             converged = false;
@@ -217,6 +269,11 @@ impl<S: Scalar> Sinkhorn<S> {
 
     /// `X*_i = N Σ_j P_ij X_j` for the final plan (rows exact: a convex combination).
     pub(super) fn transport(&self, out: &mut Particles<S>, par: bool) {
+        self.transport_isa(out, par, Isa::detect());
+    }
+
+    /// [`Sinkhorn::transport`] with the `f64` pass on `isa` (which must be available).
+    pub(super) fn transport_isa(&self, out: &mut Particles<S>, par: bool, isa: Isa) {
         let d = self.ya.d;
         let par = par && self.ya.n * self.yb.n >= PAR_MIN_ENTRIES;
         if let (Some(t), Some(s), Some(xs), Some(h), Some(rows)) = (
@@ -227,9 +284,12 @@ impl<S: Scalar> Sinkhorn<S> {
             (&self.rows as &dyn Any).downcast_ref::<Vec<f64>>(),
         ) && let Some(o) = (out as &mut dyn Any).downcast_mut::<Particles<f64>>()
         {
-            for_rows::<f64, _>(o.as_mut_slice(), d, par, |p, row| {
-                transport_row_f64(t, p, s, xs, h, rows[p], row);
-            });
+            crate::par::for_each_chunk_mut::<f64, f64>(
+                o.as_mut_slice(),
+                ROWS_PER_TASK * d,
+                par,
+                |c, chunk| transport_rows_f64(isa, t, c * ROWS_PER_TASK, s, xs, h, rows, chunk),
+            );
             return;
         }
         for_rows::<S, _>(out.as_mut_slice(), d, par, |p, row| {

@@ -35,21 +35,67 @@ fn run<S: Scalar>(r: &OtResampler, x: &Particles<S>, lw: &[S]) -> (Particles<S>,
 
 #[test]
 fn ot_fast_kernel_matches_generic() {
-    for &(n, d) in &[(1, 1), (7, 3), (300, 8), (513, 2)] {
+    for &(n, d) in &[(1, 1), (7, 3), (300, 8), (513, 2), (70, 40)] {
         let (x, lw) = cloud(n, d, n as u64);
         let ya = Soa::from_fn(n, d, |i, k| x.particle(i)[k] * 0.7);
+        let xs = Soa::from_fn(n, d, |i, k| x.particle(i)[k]);
         let mut h = vec![f64::NEG_INFINITY; ya.stride];
         for i in 0..n {
             h[i] = lw[i] * 3.0;
         }
-        let mut fast = Vec::new();
         let mut slow = vec![0.0; n];
-        lse_pass(&ya, &ya, &h, &mut fast, false);
         for (p, s) in slow.iter_mut().enumerate() {
             *s = lse_row_generic(&ya, p, &ya, &h);
         }
-        for (a, b) in fast.iter().zip(&slow) {
-            assert!((a - b).abs() < 1e-12 * b.abs().max(1.0), "{a} vs {b}");
+        let mut slow_rows = vec![0.0; n * d];
+        for (p, row) in slow_rows.chunks_exact_mut(d).enumerate() {
+            transport_row_generic(&ya, p, &ya, &xs, &h, slow[p], row);
+        }
+        for isa in Isa::available() {
+            let mut fast = Vec::new();
+            lse_pass_isa(isa, &ya, &ya, &h, &mut fast, false);
+            for (a, b) in fast.iter().zip(&slow) {
+                assert!(
+                    (a - b).abs() < 1e-12 * b.abs().max(1.0),
+                    "{isa:?}: {a} vs {b}"
+                );
+            }
+            // Rows in two uneven calls (offsets), against the generic transport.
+            let mut rows = vec![0.0; n * d];
+            let cut = n / 3;
+            let (r0, r1) = rows.split_at_mut(cut * d);
+            transport_rows_f64(isa, &ya, 0, &ya, &xs, &h, &slow, r0);
+            transport_rows_f64(isa, &ya, cut, &ya, &xs, &h, &slow, r1);
+            for (a, b) in rows.iter().zip(&slow_rows) {
+                assert!(
+                    (a - b).abs() < 1e-12 * b.abs().max(1.0),
+                    "{isa:?}: {a} vs {b}"
+                );
+            }
+        }
+    }
+}
+
+/// Every instruction-set level of the `f64` passes solves the same problem to round-off: same
+/// iteration count and transported points to 1e-12 (d = 8, 300 points, absolute ε = 0.3 with
+/// annealing, so the comparison runs through the ε-stages too).
+#[test]
+fn ot_instruction_sets_agree_to_round_off() {
+    let (x, lw) = cloud(300, 8, 12);
+    let cfg = OtConfig::new(0.3).unwrap();
+    let sol = |isa: Isa| {
+        let s = Sinkhorn::solve_isa(&cfg, &x, &lw, false, isa).unwrap();
+        let mut out = Particles::zeros(300, 8);
+        s.transport_isa(&mut out, false, isa);
+        (s.iterations, s.converged, out)
+    };
+    let (it0, c0, base) = sol(Isa::Baseline);
+    assert!(c0);
+    for isa in Isa::available() {
+        let (it, c, out) = sol(isa);
+        assert_eq!((it, c), (it0, c0), "{isa:?}");
+        for (a, b) in out.as_slice().iter().zip(base.as_slice()) {
+            assert!((a - b).abs() < 1e-12, "{isa:?}: {a} vs {b}");
         }
     }
 }
@@ -94,6 +140,12 @@ fn ot_sinkhorn_marginals_match_to_tolerance() {
             assert!(
                 col_err <= tol,
                 "eps {eps} tol {tol}: column error {col_err}"
+            );
+            // The error measured for free in the solver is that of the returned plan.
+            assert!(
+                (col_err - plan.marginal_error).abs() < 1e-12,
+                "{col_err} vs {}",
+                plan.marginal_error
             );
         }
     }
@@ -385,6 +437,12 @@ fn ot_bad_inputs_are_typed_errors() {
         OtConfig::default().with_max_iterations(0),
         Err(SmcError::InvalidParameter { name: "iters", .. })
     ));
+    for w in [0.0, 2.0, -1.0, f64::NAN] {
+        assert!(matches!(
+            OtConfig::default().with_relaxation(w),
+            Err(SmcError::InvalidParameter { name: "relax", .. })
+        ));
+    }
     let (x, lw) = cloud(5, 1, 1);
     let r = OtResampler::default();
     let mut out = Particles::zeros(4, 1);
@@ -472,4 +530,58 @@ fn ot_annealing_is_skipped_for_large_epsilon() {
     assert_eq!(ia, ib);
     let bits = |p: &Particles<f64>| p.as_slice().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&a), bits(&b));
+}
+
+/// Over-relaxation changes the path, not the fixed point: to a tight tolerance the relaxed and
+/// the plain solver move the particles to the same points (to 1e-6, as for annealing above),
+/// and the relaxed ones take fewer iterations (a deterministic property of this instance: 8-D
+/// cloud, absolute ε = 0.3, where plain Sinkhorn needs hundreds).
+#[test]
+fn ot_relaxation_reaches_the_same_plan_in_fewer_iterations() {
+    let (x, lw) = cloud(200, 8, 8);
+    let base = OtConfig::new(0.3)
+        .unwrap()
+        .with_anneal(None)
+        .unwrap()
+        .with_tolerance(1e-9)
+        .unwrap()
+        .with_max_iterations(20_000)
+        .unwrap();
+    let (a, ia) = run(
+        &OtResampler::new(base.with_relaxation(1.0).unwrap()),
+        &x,
+        &lw,
+    );
+    assert!(ia.converged);
+    for w in [1.3, 1.5, 1.8] {
+        let (b, ib) = run(&OtResampler::new(base.with_relaxation(w).unwrap()), &x, &lw);
+        assert!(ib.converged, "ω = {w}");
+        let diff = a
+            .as_slice()
+            .iter()
+            .zip(b.as_slice())
+            .map(|(p, q)| (p - q).abs())
+            .fold(0.0, f64::max);
+        assert!(diff < 1e-6, "ω = {w}: max |Δx*| = {diff}");
+        assert!(
+            ib.iterations < ia.iterations,
+            "ω = {w}: {} relaxed vs {} plain iterations",
+            ib.iterations,
+            ia.iterations
+        );
+    }
+    // Under-relaxation (ω < 1) converges too.
+    let (c, slow) = run(
+        &OtResampler::new(base.with_relaxation(0.7).unwrap()),
+        &x,
+        &lw,
+    );
+    assert!(slow.converged);
+    let diff = a
+        .as_slice()
+        .iter()
+        .zip(c.as_slice())
+        .map(|(p, q)| (p - q).abs())
+        .fold(0.0, f64::max);
+    assert!(diff < 1e-6, "ω = 0.7: max |Δx*| = {diff}");
 }
