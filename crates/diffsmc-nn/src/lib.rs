@@ -53,6 +53,7 @@ mod activation;
 mod linear;
 mod mlp;
 mod net;
+mod net_batch;
 mod net_tape;
 mod prepared;
 mod tape;
@@ -64,6 +65,8 @@ pub use net::{ConvT2d, Init, Layer, Net, NetBuilder, Padding};
 pub use net_tape::{NetTheta, net_vjp};
 pub use prepared::{PreparedTheta, derivative_is_zero};
 
+#[cfg(test)]
+mod net_batch_tests;
 #[cfg(test)]
 mod net_tests;
 #[cfg(test)]

@@ -92,12 +92,12 @@ impl ConvT2d {
     pub fn n_params(&self) -> usize {
         self.k * self.k * self.c_out * self.c_in + self.c_out
     }
-    fn kernel_len(&self) -> usize {
+    pub(crate) fn kernel_len(&self) -> usize {
         self.k * self.k * self.c_out * self.c_in
     }
     /// Output coordinate reached from input coordinate `i` through tap `t` (if inside).
     #[inline]
-    fn target(&self, i: usize, t: usize, n_out: usize) -> Option<usize> {
+    pub(crate) fn target(&self, i: usize, t: usize, n_out: usize) -> Option<usize> {
         let y = (self.stride * i + self.pad_lo).checked_sub(t)?;
         (y < n_out).then_some(y)
     }
