@@ -775,7 +775,7 @@ fn convt_backward(c: &ConvT2d, p: &[f64], x: &[f64], gy: &[f64], gx: &mut [f64],
 
 /// `Σ a_i b_i` with eight independent accumulators (vectorisable; the summation order is
 /// fixed, so results are bit-reproducible).
-#[inline]
+#[inline(always)]
 pub(crate) fn dot8(a: &[f64], b: &[f64]) -> f64 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);

@@ -9,7 +9,9 @@
 //! the bias (or `+ 0.0`), a transposed-convolution output starts at its bias and receives its
 //! taps' `dot8` contributions in the single-input loop order. Only the loop nest changes: each
 //! weight row (or kernel tap) is loaded once and serves all `m` inputs, two at a time from
-//! registers ([`dot8x2`]).
+//! registers ([`dot8x2`]). On x86-64 both passes run compiled for AVX-512 or AVX2 when the
+//! CPU has them (runtime detection, as `diffsmc::exp_shifted_sums`); every operation is the
+//! same IEEE operation (no fused multiply-adds), so the bits are the same on every CPU.
 //!
 //! The backward pass accumulates the weight adjoints over the batch (`dW_o = Σ_j g_{j,o} x_j`,
 //! a GEMM) in `f64` before they reach the gradient sink once per batch, so the tape's adjoints
@@ -28,7 +30,7 @@ pub(crate) struct BatchWork {
 
 /// `[dot8(a, b0), dot8(a, b1)]` with the same summation order as [`dot8`] for each (so the
 /// same bits), `a` loaded once for both.
-#[inline]
+#[inline(always)]
 pub(crate) fn dot8x2(a: &[f64], b0: &[f64], b1: &[f64]) -> [f64; 2] {
     let n = a.len().min(b0.len()).min(b1.len());
     let (a, b0, b1) = (&a[..n], &b0[..n], &b1[..n]);
@@ -55,6 +57,7 @@ pub(crate) fn dot8x2(a: &[f64], b0: &[f64], b1: &[f64]) -> [f64; 2] {
 
 /// `y_j = W x_j + b` for the `m` rows of `x` (`m × n_in`) into `y` (`m × n_out`), row by row
 /// of `W`, each row serving every input.
+#[inline(always)]
 fn dense_forward_batch(
     w: &[f64],
     b: Option<&[f64]>,
@@ -85,6 +88,7 @@ fn dense_forward_batch(
 
 /// The batched transposed convolution: bias first, then per input pixel and tap every kernel
 /// row against all `m` inputs (the single-input loop order per output element).
+#[inline(always)]
 fn convt_forward_batch(c: &ConvT2d, p: &[f64], m: usize, x: &[f64], y: &mut [f64]) {
     let (kern, b) = p.split_at(c.kernel_len());
     for yo in y.chunks_exact_mut(c.c_out) {
@@ -130,6 +134,7 @@ fn convt_forward_batch(c: &ConvT2d, p: &[f64], m: usize, x: &[f64], y: &mut [f64
 
 /// Adjoints of the batched transposed convolution: `gx_j = Σ Mᵀ g_{j,o}`, `dK += Σ_j g_{j,o}
 /// x_{j,p}ᵀ`, `db += Σ_j Σ_o g_{j,o}` (`dk` holds kernel then bias, zeroed by the caller).
+#[inline(always)]
 fn convt_backward_batch(
     c: &ConvT2d,
     p: &[f64],
@@ -204,6 +209,34 @@ impl Net {
         input: &[f64],
         acts: &mut Vec<f64>,
     ) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                #[target_feature(enable = "avx512f")]
+                #[allow(unsafe_code)]
+                unsafe fn avx512(net: &Net, th: &[f64], m: usize, x: &[f64], a: &mut Vec<f64>) {
+                    net.forward_f64_batch_impl(th, m, x, a)
+                }
+                // SAFETY: AVX-512F was detected at run time just above.
+                #[allow(unsafe_code)]
+                return unsafe { avx512(self, theta, m, input, acts) };
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                #[target_feature(enable = "avx2")]
+                #[allow(unsafe_code)]
+                unsafe fn avx2(net: &Net, th: &[f64], m: usize, x: &[f64], a: &mut Vec<f64>) {
+                    net.forward_f64_batch_impl(th, m, x, a)
+                }
+                // SAFETY: AVX2 was detected at run time just above.
+                #[allow(unsafe_code)]
+                return unsafe { avx2(self, theta, m, input, acts) };
+            }
+        }
+        self.forward_f64_batch_impl(theta, m, input, acts)
+    }
+
+    #[inline(always)]
+    fn forward_f64_batch_impl(&self, theta: &[f64], m: usize, input: &[f64], acts: &mut Vec<f64>) {
         let sizes = self.sizes();
         acts.clear();
         acts.resize(m * self.trace_len(), 0.0);
@@ -240,13 +273,62 @@ impl Net {
     /// Back-propagates `gout` (`m × n_outputs`, the adjoints of the batch's outputs) through a
     /// trace recorded by [`Net::forward_f64_batch`] at `theta`: adds `∂/∂θ` (summed over the
     /// batch) to `sink` and writes the adjoints of the `m` inputs to `gx` (`m × n_inputs`).
-    pub(crate) fn backward_f64_batch(
+    pub(crate) fn backward_f64_batch<G: GradSink>(
         &self,
         theta: &[f64],
         m: usize,
         acts: &[f64],
         gout: &[f64],
-        sink: &mut impl GradSink,
+        sink: &mut G,
+        gx: &mut [f64],
+        work: &mut BatchWork,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                #[target_feature(enable = "avx512f")]
+                #[allow(unsafe_code)]
+                unsafe fn avx512<G: GradSink>(
+                    net: &Net,
+                    a: (&[f64], usize, &[f64], &[f64]),
+                    sink: &mut G,
+                    gx: &mut [f64],
+                    work: &mut BatchWork,
+                ) {
+                    net.backward_f64_batch_impl(a.0, a.1, a.2, a.3, sink, gx, work)
+                }
+                // SAFETY: AVX-512F was detected at run time just above.
+                #[allow(unsafe_code)]
+                return unsafe { avx512(self, (theta, m, acts, gout), sink, gx, work) };
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                #[target_feature(enable = "avx2")]
+                #[allow(unsafe_code)]
+                unsafe fn avx2<G: GradSink>(
+                    net: &Net,
+                    a: (&[f64], usize, &[f64], &[f64]),
+                    sink: &mut G,
+                    gx: &mut [f64],
+                    work: &mut BatchWork,
+                ) {
+                    net.backward_f64_batch_impl(a.0, a.1, a.2, a.3, sink, gx, work)
+                }
+                // SAFETY: AVX2 was detected at run time just above.
+                #[allow(unsafe_code)]
+                return unsafe { avx2(self, (theta, m, acts, gout), sink, gx, work) };
+            }
+        }
+        self.backward_f64_batch_impl(theta, m, acts, gout, sink, gx, work)
+    }
+
+    #[inline(always)]
+    fn backward_f64_batch_impl<G: GradSink>(
+        &self,
+        theta: &[f64],
+        m: usize,
+        acts: &[f64],
+        gout: &[f64],
+        sink: &mut G,
         gx: &mut [f64],
         work: &mut BatchWork,
     ) {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use diffsmc::SmcError;
 use diffsmc::rng::{Purpose, StreamKey, standard_normal};
 use diffsmc::tape::{Rev, backward, tape_len, with_tape};
-use num_dual::{Dual64, DualNum};
+use num_dual::Dual64;
 
 use crate::{Init, Net, NetTheta, Padding};
 

@@ -20,6 +20,35 @@ use crate::net_batch::BatchWork;
 thread_local! {
     static WORK: RefCell<(Work, Vec<f64>, Vec<f64>)> = RefCell::new(Default::default());
     static BATCH_WORK: RefCell<(BatchWork, Vec<f64>, Vec<f64>)> = RefCell::new(Default::default());
+    /// Buffers of dropped [`BatchNetOp`]s (their activation traces and head gradients), reused
+    /// by the next batches on this thread: a batch's trace is megabytes (the pendulum
+    /// decoder's is 14 335 values per input), which the allocator would otherwise map and
+    /// unmap, page-faulting, at every step.
+    static BUF_POOL: RefCell<Vec<Vec<f64>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// At most this many buffers are kept in [`BUF_POOL`] per thread.
+const BUF_POOL_MAX: usize = 4;
+
+/// An empty buffer, from the pool when it has one.
+fn take_buf() -> Vec<f64> {
+    BUF_POOL
+        .try_with(|p| p.try_borrow_mut().ok().and_then(|mut p| p.pop()))
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// Returns a buffer to the pool (dropped when the pool is full or the thread is exiting).
+fn give_buf(mut v: Vec<f64>) {
+    v.clear();
+    let _ = BUF_POOL.try_with(|p| {
+        if let Ok(mut p) = p.try_borrow_mut()
+            && p.len() < BUF_POOL_MAX
+        {
+            p.push(v);
+        }
+    });
 }
 
 /// `ln √(2π)`.
@@ -386,7 +415,7 @@ impl<S: Scalar> NetTheta<S> {
             .map(|v| tape::as_rev(v).unwrap_or_else(|| Rev::constant(v.re())))
             .collect();
         let xv: Vec<f64> = x.iter().map(|v| v.re()).collect();
-        let mut acts = Vec::new();
+        let mut acts = take_buf();
         net.forward_f64_batch(&self.values, m, &xv, &mut acts);
         let n = net.n_outputs();
         let mus = &acts[acts.len() - m * n..];
@@ -394,7 +423,8 @@ impl<S: Scalar> NetTheta<S> {
             None => (mus.to_vec(), None),
             Some(h) => {
                 let mut values = Vec::with_capacity(m);
-                let mut g = Vec::with_capacity(m * n);
+                let mut g = take_buf();
+                g.reserve(m * n);
                 for mu in mus.chunks_exact(n) {
                     let mut ss = 0.0;
                     g.extend(mu.iter().zip(h.target).map(|(m, y)| {
@@ -535,6 +565,15 @@ struct BatchNetOp {
     /// `∂ output_j / ∂ μ_j` (`m × n_outputs`) of a fused likelihood head (`None`: the outputs
     /// are the networks').
     head_grad: Option<Vec<f64>>,
+}
+
+impl Drop for BatchNetOp {
+    fn drop(&mut self) {
+        give_buf(std::mem::take(&mut self.acts));
+        if let Some(g) = self.head_grad.take() {
+            give_buf(g);
+        }
+    }
 }
 
 impl CustomOp for BatchNetOp {
