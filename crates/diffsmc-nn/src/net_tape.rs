@@ -228,7 +228,7 @@ impl<S: Scalar> NetTheta<S> {
     /// (`m · per_out`).
     fn batch_len(&self, x: usize, out: usize, per_out: usize) -> Result<usize> {
         let n_in = self.net.n_inputs();
-        if n_in == 0 || x % n_in != 0 {
+        if n_in == 0 || !x.is_multiple_of(n_in) {
             return Err(SmcError::invalid(
                 "batched network input length",
                 format!("{x} values for an input width of {n_in}"),
