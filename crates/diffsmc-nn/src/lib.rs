@@ -16,7 +16,9 @@
 //!   [`Init::SirenHidden`]), ReLU, reshape and 2-D transposed-convolution layers;
 //!   [`NetTheta`] evaluates one at a θ of any scalar, as **one** custom reverse-mode tape
 //!   operation per evaluation on [`diffsmc::tape::Rev`] (optionally fused with a Gaussian
-//!   likelihood head, [`NetTheta::gaussian_loglik`]).
+//!   likelihood head, [`NetTheta::gaussian_loglik`]); [`NetTheta::eval_batch`] and
+//!   [`NetTheta::gaussian_loglik_batch`] evaluate a batch of inputs (e.g. a block of particles,
+//!   `diffsmc::FeynmanKac::move_block`) GEMM-style, with the single-input bits, as one tape op.
 //!
 //! The flat view is what a [`diffsmc::grad::Parametric`] model needs: it receives θ as a slice
 //! of dual numbers (each forward-mode chunk of `diffsmc::grad::gradient` seeds a few of them) and evaluates the
@@ -53,6 +55,7 @@ mod activation;
 mod linear;
 mod mlp;
 mod net;
+mod net_batch;
 mod net_tape;
 mod prepared;
 mod tape;
@@ -64,6 +67,8 @@ pub use net::{ConvT2d, Init, Layer, Net, NetBuilder, Padding};
 pub use net_tape::{NetTheta, net_vjp};
 pub use prepared::{PreparedTheta, derivative_is_zero};
 
+#[cfg(test)]
+mod net_batch_tests;
 #[cfg(test)]
 mod net_tests;
 #[cfg(test)]

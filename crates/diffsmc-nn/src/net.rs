@@ -92,12 +92,12 @@ impl ConvT2d {
     pub fn n_params(&self) -> usize {
         self.k * self.k * self.c_out * self.c_in + self.c_out
     }
-    fn kernel_len(&self) -> usize {
+    pub(crate) fn kernel_len(&self) -> usize {
         self.k * self.k * self.c_out * self.c_in
     }
     /// Output coordinate reached from input coordinate `i` through tap `t` (if inside).
     #[inline]
-    fn target(&self, i: usize, t: usize, n_out: usize) -> Option<usize> {
+    pub(crate) fn target(&self, i: usize, t: usize, n_out: usize) -> Option<usize> {
         let y = (self.stride * i + self.pad_lo).checked_sub(t)?;
         (y < n_out).then_some(y)
     }
@@ -775,7 +775,7 @@ fn convt_backward(c: &ConvT2d, p: &[f64], x: &[f64], gy: &[f64], gx: &mut [f64],
 
 /// `Σ a_i b_i` with eight independent accumulators (vectorisable; the summation order is
 /// fixed, so results are bit-reproducible).
-#[inline]
+#[inline(always)]
 pub(crate) fn dot8(a: &[f64], b: &[f64]) -> f64 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);

@@ -15,9 +15,40 @@ use diffsmc::tape::{self, AdjointsMut, CustomOp, Rev};
 use diffsmc::{Result, Scalar, SmcError};
 
 use crate::net::{ACTS, GradSink, Net, Work};
+use crate::net_batch::BatchWork;
 
 thread_local! {
     static WORK: RefCell<(Work, Vec<f64>, Vec<f64>)> = RefCell::new(Default::default());
+    static BATCH_WORK: RefCell<(BatchWork, Vec<f64>, Vec<f64>)> = RefCell::new(Default::default());
+    /// Buffers of dropped [`BatchNetOp`]s (their activation traces and head gradients), reused
+    /// by the next batches on this thread: a batch's trace is megabytes (the pendulum
+    /// decoder's is 14 335 values per input), which the allocator would otherwise map and
+    /// unmap, page-faulting, at every step.
+    static BUF_POOL: RefCell<Vec<Vec<f64>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// At most this many buffers are kept in [`BUF_POOL`] per thread.
+const BUF_POOL_MAX: usize = 4;
+
+/// An empty buffer, from the pool when it has one.
+fn take_buf() -> Vec<f64> {
+    BUF_POOL
+        .try_with(|p| p.try_borrow_mut().ok().and_then(|mut p| p.pop()))
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// Returns a buffer to the pool (dropped when the pool is full or the thread is exiting).
+fn give_buf(mut v: Vec<f64>) {
+    v.clear();
+    let _ = BUF_POOL.try_with(|p| {
+        if let Ok(mut p) = p.try_borrow_mut()
+            && p.len() < BUF_POOL_MAX
+        {
+            p.push(v);
+        }
+    });
 }
 
 /// `ln √(2π)`.
@@ -193,6 +224,230 @@ impl<S: Scalar> NetTheta<S> {
         })
     }
 
+    /// The batch size of `x` (`m` inputs one after another) and a check of `out`'s length
+    /// (`m · per_out`).
+    fn batch_len(&self, x: usize, out: usize, per_out: usize) -> Result<usize> {
+        let n_in = self.net.n_inputs();
+        if n_in == 0 || !x.is_multiple_of(n_in) {
+            return Err(SmcError::invalid(
+                "batched network input length",
+                format!("{x} values for an input width of {n_in}"),
+                "a whole number of inputs (a multiple of the input width)",
+            ));
+        }
+        let m = x / n_in;
+        if out != m * per_out {
+            return Err(SmcError::DimensionMismatch {
+                what: "batched network output",
+                expected: m * per_out,
+                got: out,
+            });
+        }
+        Ok(m)
+    }
+
+    /// `out_j = Net_θ(x_j)` for the `m` inputs of `x` (one after another, `m ·`
+    /// [`Net::n_inputs`] values) into `out` (`m ·` [`Net::n_outputs`] values).
+    ///
+    /// Every output has the same bits as [`NetTheta::eval`] on its input alone, on every
+    /// scalar. On `f64` (and on the tape's forward pass) the layers run GEMM-style: each
+    /// weight row serves all `m` inputs. On [`diffsmc::tape::Rev`] the batch is **one**
+    /// custom tape operation (`m · n_outputs` output nodes) whose backward pass accumulates
+    /// the weight adjoints over the batch before adding them to θ's adjoints once. Other
+    /// scalars evaluate the inputs one at a time.
+    ///
+    /// Errors if `x`'s length is not a multiple of the input width or `out`'s length is not
+    /// `m ·` [`Net::n_outputs`].
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use diffsmc_nn::{Init, Net, NetTheta};
+    ///
+    /// let net = Arc::new(Net::builder(2).dense(8, true, Init::SirenFirst)?.sine(8.0)?
+    ///     .dense(1, false, Init::Glorot)?.build(3)?);
+    /// let p = NetTheta::new(&net, &net.to_flat())?;
+    /// let xs = [0.3, -0.2, 1.0, 0.5, -0.7, 0.1];
+    /// let mut ys = [0.0; 3];
+    /// p.eval_batch(&xs, &mut ys)?;
+    /// for j in 0..3 {
+    ///     let mut y = [0.0];
+    ///     p.eval(&xs[2 * j..2 * j + 2], &mut y);
+    ///     assert_eq!(y[0].to_bits(), ys[j].to_bits());
+    /// }
+    /// assert!(p.eval_batch(&xs[..5], &mut ys).is_err());
+    /// # Ok::<(), diffsmc::SmcError>(())
+    /// ```
+    pub fn eval_batch(&self, x: &[S], out: &mut [S]) -> Result<()> {
+        let net = &*self.net;
+        let (n_in, n_out) = (net.n_inputs(), net.n_outputs());
+        let m = self.batch_len(x.len(), out.len(), n_out)?;
+        if m == 0 {
+            return Ok(());
+        }
+        match &self.mode {
+            Mode::Real => ACTS.with_borrow_mut(|acts| {
+                BATCH_WORK.with_borrow_mut(|(_, xv, _)| {
+                    xv.clear();
+                    xv.extend(x.iter().map(|v| v.re()));
+                    net.forward_f64_batch(&self.values, m, xv, acts);
+                });
+                let n = acts.len();
+                for (o, &v) in out.iter_mut().zip(&acts[n - m * n_out..]) {
+                    *o = S::cst(v);
+                }
+            }),
+            Mode::Tape(th) => {
+                let (values, op) = self.record_batch(th, m, x, None);
+                let mut r = vec![Rev::constant(0.0); values.len()];
+                tape::custom(&values, Box::new(op), &mut r);
+                for (o, ri) in out.iter_mut().zip(r) {
+                    *o = tape::from_rev(ri).expect("S is Rev in tape mode");
+                }
+            }
+            Mode::Generic(theta) => {
+                for (xj, oj) in x.chunks_exact(n_in).zip(out.chunks_exact_mut(n_out)) {
+                    net.forward_generic(theta, xj, oj);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// [`NetTheta::gaussian_loglik`] for the `m` inputs of `x` (one after another) against one
+    /// shared `target`: `out_j = scale · (1/n) Σ_i ln N(target_i; Net_θ(x_j)_i, σ²)`, each with
+    /// the same bits as [`NetTheta::gaussian_loglik`] on `x_j` alone. On the tape the batch's
+    /// networks and heads are **one** custom operation with `m` outputs.
+    ///
+    /// Errors as [`NetTheta::gaussian_loglik`], and if `x`'s length is not a multiple of the
+    /// input width or `out` does not have one slot per input.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use diffsmc_nn::{Init, Net, NetTheta};
+    ///
+    /// let net = Arc::new(Net::builder(1).dense(4, true, Init::LecunNormal)?.relu()
+    ///     .dense(3, true, Init::LecunNormal)?.build(0)?);
+    /// let p = NetTheta::new(&net, &net.to_flat())?;
+    /// let (xs, target) = ([0.5, -1.0], [0.1, 0.2, 0.3]);
+    /// let mut ll = [0.0; 2];
+    /// p.gaussian_loglik_batch(&xs, &target, 0.5, 1.0, &mut ll)?;
+    /// assert_eq!(ll[1].to_bits(), p.gaussian_loglik(&xs[1..], &target, 0.5, 1.0)?.to_bits());
+    /// # Ok::<(), diffsmc::SmcError>(())
+    /// ```
+    pub fn gaussian_loglik_batch(
+        &self,
+        x: &[S],
+        target: &[f64],
+        sigma: f64,
+        scale: f64,
+        out: &mut [S],
+    ) -> Result<()> {
+        let net = &*self.net;
+        let (n_in, n) = (net.n_inputs(), net.n_outputs());
+        if target.len() != n {
+            return Err(SmcError::DimensionMismatch {
+                what: "likelihood target",
+                expected: n,
+                got: target.len(),
+            });
+        }
+        if !(sigma.is_finite() && sigma > 0.0) {
+            return Err(SmcError::invalid(
+                "likelihood sigma",
+                sigma,
+                "a finite number > 0",
+            ));
+        }
+        let m = self.batch_len(x.len(), out.len(), 1)?;
+        if m == 0 {
+            return Ok(());
+        }
+        let c = scale / n as f64;
+        let konst = -(sigma.ln() + LN_SQRT_2PI) * scale;
+        let inv2 = 0.5 / (sigma * sigma);
+        match &self.mode {
+            Mode::Real => ACTS.with_borrow_mut(|acts| {
+                BATCH_WORK.with_borrow_mut(|(_, xv, _)| {
+                    xv.clear();
+                    xv.extend(x.iter().map(|v| v.re()));
+                    net.forward_f64_batch(&self.values, m, xv, acts);
+                });
+                let mus = &acts[acts.len() - m * n..];
+                for (o, mu) in out.iter_mut().zip(mus.chunks_exact(n)) {
+                    let ss: f64 = mu.iter().zip(target).map(|(m, y)| (y - m) * (y - m)).sum();
+                    *o = S::cst(konst - c * inv2 * ss);
+                }
+            }),
+            Mode::Tape(th) => {
+                let head = Head {
+                    target,
+                    c,
+                    inv2,
+                    konst,
+                };
+                let (values, op) = self.record_batch(th, m, x, Some(head));
+                let mut r = vec![Rev::constant(0.0); m];
+                tape::custom(&values, Box::new(op), &mut r);
+                for (o, ri) in out.iter_mut().zip(r) {
+                    *o = tape::from_rev(ri).expect("S is Rev in tape mode");
+                }
+            }
+            Mode::Generic(_) => {
+                for (xj, o) in x.chunks_exact(n_in).zip(out.iter_mut()) {
+                    *o = self.gaussian_loglik(xj, target, sigma, scale)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// [`NetTheta::record`] for a batch of `m` inputs: one op for all of them.
+    fn record_batch(
+        &self,
+        th: &Arc<Vec<Rev>>,
+        m: usize,
+        x: &[S],
+        head: Option<Head<'_>>,
+    ) -> (Vec<f64>, BatchNetOp) {
+        let net = &*self.net;
+        let xr: Vec<Rev> = x
+            .iter()
+            .map(|v| tape::as_rev(v).unwrap_or_else(|| Rev::constant(v.re())))
+            .collect();
+        let xv: Vec<f64> = x.iter().map(|v| v.re()).collect();
+        let mut acts = take_buf();
+        net.forward_f64_batch(&self.values, m, &xv, &mut acts);
+        let n = net.n_outputs();
+        let mus = &acts[acts.len() - m * n..];
+        let (values, head_grad) = match head {
+            None => (mus.to_vec(), None),
+            Some(h) => {
+                let mut values = Vec::with_capacity(m);
+                let mut g = take_buf();
+                g.reserve(m * n);
+                for mu in mus.chunks_exact(n) {
+                    let mut ss = 0.0;
+                    g.extend(mu.iter().zip(h.target).map(|(m, y)| {
+                        ss += (y - m) * (y - m);
+                        2.0 * h.c * h.inv2 * (y - m)
+                    }));
+                    values.push(h.konst - h.c * h.inv2 * ss);
+                }
+                (values, Some(g))
+            }
+        };
+        let op = BatchNetOp {
+            net: Arc::clone(&self.net),
+            values: Arc::clone(&self.values),
+            theta: Arc::clone(th),
+            m,
+            x: xr,
+            acts,
+            head_grad,
+        };
+        (values, op)
+    }
+
     /// Runs the `f64` forward pass and builds the custom op (with the head's output gradient
     /// when there is a head).
     fn record(&self, th: &Arc<Vec<Rev>>, x: &[S], head: Option<Head<'_>>) -> (Vec<f64>, NetOp) {
@@ -292,6 +547,63 @@ impl CustomOp for NetOp {
             };
             self.net
                 .backward_f64(&self.values, &self.acts, gout, &mut sink, gx, work);
+            for (&x, &g) in self.x.iter().zip(gx.iter()) {
+                adj.add(x, g);
+            }
+        });
+    }
+}
+
+/// One recorded batch of `m` evaluations.
+struct BatchNetOp {
+    net: Arc<Net>,
+    values: Arc<Vec<f64>>,
+    theta: Arc<Vec<Rev>>,
+    m: usize,
+    x: Vec<Rev>,
+    acts: Vec<f64>,
+    /// `∂ output_j / ∂ μ_j` (`m × n_outputs`) of a fused likelihood head (`None`: the outputs
+    /// are the networks').
+    head_grad: Option<Vec<f64>>,
+}
+
+impl Drop for BatchNetOp {
+    fn drop(&mut self) {
+        give_buf(std::mem::take(&mut self.acts));
+        if let Some(g) = self.head_grad.take() {
+            give_buf(g);
+        }
+    }
+}
+
+impl CustomOp for BatchNetOp {
+    fn backward(&self, out_adj: &[f64], adj: &mut AdjointsMut<'_>) {
+        BATCH_WORK.with_borrow_mut(|(work, gout, gx)| {
+            gout.clear();
+            match &self.head_grad {
+                Some(g) => {
+                    let n = self.net.n_outputs();
+                    for (gj, &a) in g.chunks_exact(n).zip(out_adj) {
+                        gout.extend(gj.iter().map(|v| v * a));
+                    }
+                }
+                None => gout.extend_from_slice(out_adj),
+            }
+            gx.clear();
+            gx.resize(self.m * self.net.n_inputs(), 0.0);
+            let mut sink = TapeSink {
+                theta: &self.theta,
+                adj,
+            };
+            self.net.backward_f64_batch(
+                &self.values,
+                self.m,
+                &self.acts,
+                gout,
+                &mut sink,
+                gx,
+                work,
+            );
             for (&x, &g) in self.x.iter().zip(gx.iter()) {
                 adj.add(x, g);
             }

@@ -6,7 +6,8 @@
 //! - [`NeuralPendulum`]: the neural state-space model of both settings ([`Setting`]): SIREN
 //!   dynamics on `h(z) = [sin z¹, cos z¹, z²/10]` and a transposed-convolution decoder,
 //!   learnt together by minimising the particle-filter negative log-likelihood (reverse
-//!   mode: each network evaluation is one custom tape operation, see `diffsmc-nn`);
+//!   mode: each block of particles' network evaluations is one custom tape operation, see
+//!   `diffsmc-nn` and [`PendulumSsm`]'s block move);
 //! - [`ssim`] and [`psnr`] to score predicted image sequences.
 
 mod metrics;

@@ -291,6 +291,45 @@ impl<S: Scalar> PendulumSsm<S> {
         }
     }
 
+    /// [`PendulumSsm::step`] for a block of states (`z`, two values per state) and their
+    /// noise draws, the dynamics network evaluated once for the block; the same bits as
+    /// `step` state by state.
+    pub fn step_block(&self, z: &[S], zeta: &[[f64; 2]], out: &mut [S]) {
+        let m = zeta.len();
+        let mut f = vec![S::zero(); 2 * m];
+        let input: Vec<S> = match self.setting {
+            Setting::One => z
+                .chunks_exact(2)
+                .zip(zeta)
+                .flat_map(|(zj, e)| {
+                    let h = features(zj);
+                    [h[0], h[1], h[2], S::cst(e[0]), S::cst(e[1])]
+                })
+                .collect(),
+            Setting::Two => z.chunks_exact(2).flat_map(features).collect(),
+        };
+        self.dynamics
+            .eval_batch(&input, &mut f)
+            .expect("one input and two outputs per state by construction");
+        for (((o, zj), fj), e) in out
+            .chunks_exact_mut(2)
+            .zip(z.chunks_exact(2))
+            .zip(f.chunks_exact(2))
+            .zip(zeta)
+        {
+            match self.setting {
+                Setting::One => {
+                    o[0] = zj[0] + fj[0] * self.dt;
+                    o[1] = zj[1] + fj[1] * self.dt;
+                }
+                Setting::Two => {
+                    o[0] = zj[0] + fj[0] * self.dt + e[0];
+                    o[1] = zj[1] + fj[1] * self.dt + e[1];
+                }
+            }
+        }
+    }
+
     fn decode(&self, z: [f64; 2]) -> Vec<f64> {
         let h = features(&[S::cst(z[0]), S::cst(z[1])]);
         let mut out = vec![S::zero(); PIXELS];
@@ -322,5 +361,52 @@ impl<S: Scalar> StateSpaceModel<S> for PendulumSsm<S> {
         self.decoder
             .gaussian_loglik(&h, &self.images[t], self.sigma_train, 1.0 / self.kappa)
             .expect("targets are 32×32 and σ_train > 0 by construction")
+    }
+
+    /// The block's particles together: each particle's noise is drawn from its own stream
+    /// first (as [`StateSpaceModel::sample_transition`] draws it), then the dynamics network
+    /// runs once for the whole block ([`NetTheta::eval_batch`]) and the decoder likelihood
+    /// once ([`NetTheta::gaussian_loglik_batch`]); every state and log-density has the bits
+    /// of the per-particle calls.
+    fn bootstrap_move_block(
+        &self,
+        t: usize,
+        key: StreamKey,
+        first: usize,
+        x_prev: Option<&[S]>,
+        x: &mut [S],
+        log_g: &mut [S],
+    ) {
+        let m = log_g.len();
+        match x_prev {
+            None => {
+                for xj in x.chunks_exact_mut(2) {
+                    xj[0] = S::cst(self.z0[0]);
+                    xj[1] = S::cst(self.z0[1]);
+                }
+            }
+            Some(xp) => {
+                let zeta: Vec<[f64; 2]> = (0..m)
+                    .map(|j| {
+                        let mut rng = key.rng(first + j);
+                        [
+                            self.sd[0] * standard_normal(&mut rng),
+                            self.sd[1] * standard_normal(&mut rng),
+                        ]
+                    })
+                    .collect();
+                self.step_block(xp, &zeta, x);
+            }
+        }
+        let h: Vec<S> = x.chunks_exact(2).flat_map(features).collect();
+        self.decoder
+            .gaussian_loglik_batch(
+                &h,
+                &self.images[t],
+                self.sigma_train,
+                1.0 / self.kappa,
+                log_g,
+            )
+            .expect("targets are 32×32, σ_train > 0 and one slot per particle by construction");
     }
 }

@@ -8,16 +8,17 @@ use crate::model::FeynmanKac;
 use crate::par::map_chunks;
 use crate::particles::Particles;
 use crate::rng::StreamKey;
-use crate::smc::step::{move_key, move_particle, resample_key};
+use crate::smc::step::{move_key, resample_key};
 use crate::smc::{Smc, SmcConfig, Trace};
 use crate::tape::{self, Rev};
 
-/// Particles per tape in the move-and-weighting stage (fixed, so that results do not depend on
-/// the number of threads). Each chunk builds the model on its own tape and costs a rayon task;
-/// measured on the neural Lotka–Volterra model (N = 64, 2 cores), 16-particle chunks on two
-/// threads made the stage 1.7× slower than one 64-particle chunk (the per-step fork-join and
-/// model builds cost more than the second core gave), so chunks are large and only large
-/// particle counts run in parallel.
+/// Particles per tape in the move-and-weighting stage, moved as one block
+/// ([`FeynmanKac::move_block`]; fixed, so that results do not depend on the number of
+/// threads). Each chunk builds the model on its own tape and costs a rayon task; measured on
+/// the neural Lotka–Volterra model (N = 64, 2 cores), 16-particle chunks on two threads made
+/// the stage 1.7× slower than one 64-particle chunk (the per-step fork-join and model builds
+/// cost more than the second core gave), so chunks are large and only large particle counts
+/// run in parallel.
 const MOVE_CHUNK: usize = 256;
 
 /// The negative log-likelihood estimate at θ and its gradient, by the checkpointed reverse
@@ -114,22 +115,27 @@ fn move_chunk<P: Parametric>(
         let th: Vec<Rev> = theta.iter().map(|&v| Rev::var(v)).collect();
         let model = p.model::<Rev>(&th)?;
         let m = range.len();
+        // The chunk's input particles as tape variables, moved as one block.
+        let xp: Vec<Rev> = match xin {
+            None => Vec::new(),
+            Some(xin) => xin[range.start * d..range.end * d]
+                .iter()
+                .map(|&r| Rev::var(r))
+                .collect(),
+        };
+        let mut x = vec![Rev::constant(0.0); m * d];
+        let mut g = vec![Rev::constant(0.0); m];
+        let xp_block = xin.map(|_| xp.as_slice());
+        model.move_block(t, key, range.start, xp_block, &mut x, &mut g);
         let mut seeds = Vec::with_capacity(m * (d + 1));
-        let mut xp = vec![Rev::constant(0.0); m * d];
-        let mut x = vec![Rev::constant(0.0); d];
         for (j, i) in range.clone().enumerate() {
-            let xpj = &mut xp[j * d..(j + 1) * d];
-            let g = match xin {
-                None => move_particle(&model, t, key, i, None, &mut x),
-                Some(xin) => {
-                    for (v, &r) in xpj.iter_mut().zip(&xin[i * d..(i + 1) * d]) {
-                        *v = Rev::var(r);
-                    }
-                    move_particle(&model, t, key, i, Some(xpj), &mut x)
-                }
-            };
-            seeds.extend(x.iter().zip(&ax[i * d..(i + 1) * d]).map(|(&v, &a)| (v, a)));
-            seeds.push((g, alwp[i]));
+            seeds.extend(
+                x[j * d..(j + 1) * d]
+                    .iter()
+                    .zip(&ax[i * d..(i + 1) * d])
+                    .map(|(&v, &a)| (v, a)),
+            );
+            seeds.push((g[j], alwp[i]));
         }
         let adj = tape::backward(&seeds);
         let gth = th.iter().map(|&v| adj.of(v)).collect();

@@ -305,26 +305,40 @@ pub struct Smc {
     config: SmcConfig,
 }
 
-/// Fills `x` (one particle at a time) and `lw` from `f(i, x_i) -> log-weight increment`, in
-/// fixed chunks of 256 particles ([`crate::par`]).
-fn for_each_particle<S: Scalar>(
+/// Particles per block of the move-and-weighting loop (fixed, so that results do not depend on
+/// the number of threads; by the contract of [`FeynmanKac::move_block`] they do not depend on
+/// it either).
+const MOVE_BLOCK: usize = 256;
+
+/// Moves the particles in fixed blocks of [`MOVE_BLOCK`] ([`crate::par`]) with
+/// [`FeynmanKac::move_block`] and adds each particle's log-potential to its `lw`: block `c`
+/// is particles `c · MOVE_BLOCK ..`, moved from `x_prev`'s rows of the same particles (`None`
+/// at step 0).
+fn move_blocks<S: Scalar, M: FeynmanKac<S> + ?Sized>(
+    model: &M,
+    t: usize,
+    key: crate::rng::StreamKey,
     d: usize,
+    x_prev: Option<&[S]>,
     x: &mut [S],
     lw: &mut [S],
     parallel: bool,
-    f: impl Fn(usize, &mut [S]) -> S + Sync + Send,
 ) {
-    const CHUNK: usize = 256;
     let d1 = d.max(1);
     crate::par::for_each_chunk_pair_mut::<S, _, _>(
         x,
-        CHUNK * d1,
+        MOVE_BLOCK * d1,
         lw,
-        CHUNK,
+        MOVE_BLOCK,
         parallel,
         |c, xc, lc| {
-            for (j, (xi, l)) in xc.chunks_exact_mut(d1).zip(lc.iter_mut()).enumerate() {
-                *l += f(c * CHUNK + j, &mut xi[..d]);
+            let first = c * MOVE_BLOCK;
+            let m = lc.len();
+            let xp = x_prev.map(|p| &p[first * d..(first + m) * d]);
+            let mut g = vec![S::zero(); m];
+            model.move_block(t, key, first, xp, xc, &mut g);
+            for (l, gi) in lc.iter_mut().zip(g) {
+                *l += gi;
             }
         },
     );
@@ -529,9 +543,16 @@ impl Smc {
         // Step 0.
         {
             let key = step::move_key(seed, 0);
-            for_each_particle(d, cur.as_mut_slice(), &mut lw, parallel, |i, x| {
-                step::move_particle(model, 0, key, i, None, x)
-            });
+            move_blocks(
+                model,
+                0,
+                key,
+                d,
+                None,
+                cur.as_mut_slice(),
+                &mut lw,
+                parallel,
+            );
         }
         let mut loglik = S::zero();
         // ESS of the current normalised weights (the one recorded at the previous step).
@@ -582,10 +603,16 @@ impl Smc {
                 }
                 std::mem::swap(&mut prev, &mut cur);
                 let key = step::move_key(seed, t);
-                let prev_ref = &prev;
-                for_each_particle(d, cur.as_mut_slice(), &mut lw, parallel, |i, x| {
-                    step::move_particle(model, t, key, i, Some(prev_ref.particle(i)), x)
-                });
+                move_blocks(
+                    model,
+                    t,
+                    key,
+                    d,
+                    Some(prev.as_slice()),
+                    cur.as_mut_slice(),
+                    &mut lw,
+                    parallel,
+                );
             }
             // Increment: previous weights normalised (uniform at t = 0). One pass of
             // exponentials gives the increment, the normaliser and the ESS.
